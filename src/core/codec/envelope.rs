@@ -1,0 +1,120 @@
+//! The `Envelope` codec: `{"id": N, "message": <payload>}` both ways.
+
+use std::fmt::Write;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Codec, Decoded, parse_id, span_of};
+use crate::core::call_id::CallId;
+
+/// The original protocol: a request is `{"id": N, "message": <payload>}` and the answer carries
+/// the same `id`, with its payload in `message`. Other members of an answer are ignored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope;
+
+/// The members we look at, borrowed from the frame: no tree is built, other members are
+/// skipped by the parser.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    /// Not a plain `Option`, which would read `"message": null` as absent.
+    #[serde(borrow, default, deserialize_with = "present")]
+    message: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl Codec for Envelope {
+    fn encode_request(&self, id: CallId, payload: &str, out: &mut String) {
+        out.reserve(payload.len() + 32);
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{{\"id\":{id},\"message\":");
+        out.push_str(payload);
+        out.push('}');
+    }
+
+    fn decode(&self, frame: &str) -> Decoded {
+        // A struct also deserializes from a JSON array; only an object can be an answer.
+        if !frame.trim_start().starts_with('{') {
+            return match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
+                Ok(_) => Decoded::NoId,
+                Err(_) => Decoded::Malformed,
+            };
+        }
+        let Ok(fields) = serde_json::from_str::<Fields<'_>>(frame) else {
+            return Decoded::Malformed;
+        };
+        let Some(raw_id) = fields.id else {
+            return Decoded::NoId;
+        };
+        match parse_id(raw_id) {
+            Ok(Some(id)) => Decoded::Answer {
+                id,
+                payload: fields.message.map(|m| span_of(frame, m.get())),
+            },
+            Ok(None) => Decoded::NoId,
+            Err(()) => Decoded::ForeignId,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload_of(frame: &str) -> (u64, Option<&str>) {
+        match Envelope.decode(frame) {
+            Decoded::Answer { id, payload } => (id, payload.map(|r| &frame[r])),
+            other => panic!("{frame}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn golden_request_frames() {
+        let mut out = String::new();
+        Envelope.encode_request(CallId::from_u64(0).unwrap(), "42", &mut out);
+        assert_eq!(out, r#"{"id":0,"message":42}"#);
+        out.clear();
+        Envelope.encode_request(CallId::from_u64(CallId::MAX).unwrap(), r#""hi""#, &mut out);
+        assert_eq!(out, r#"{"id":9007199254740991,"message":"hi"}"#);
+    }
+
+    #[test]
+    fn finds_id_and_payload_without_copying() {
+        assert_eq!(payload_of(r#"{"id":3,"message":{"a":[1,2]}}"#), (3, Some(r#"{"a":[1,2]}"#)));
+        assert_eq!(payload_of(r#"{"message":"x","id":4}"#), (4, Some(r#""x""#)));
+        assert_eq!(payload_of(r#" { "id" : 5 , "extra": {"deep":[{}]}, "message" : null } "#), (5, Some("null")));
+        assert_eq!(payload_of(r#"{"id":6}"#), (6, None));
+        assert_eq!(payload_of(r#"{"id":7,"message":"esc\"aped\u00e9"}"#), (7, Some(r#""esc\"aped\u00e9""#)));
+    }
+
+    #[test]
+    fn ids_match_strictly() {
+        for frame in [
+            r#"{"id":"5","message":1}"#,
+            r#"{"id":5.0,"message":1}"#,
+            r#"{"id":-5,"message":1}"#,
+            r#"{"id":5e0,"message":1}"#,
+            r#"{"id":[5],"message":1}"#,
+            r#"{"id":99999999999999999999999,"message":1}"#,
+        ] {
+            assert!(matches!(Envelope.decode(frame), Decoded::ForeignId), "{frame}");
+        }
+    }
+
+    #[test]
+    fn pushes_and_garbage() {
+        assert!(matches!(Envelope.decode(r#"{"event":"tick"}"#), Decoded::NoId));
+        assert!(matches!(Envelope.decode(r#"{"id":null,"message":1}"#), Decoded::NoId));
+        assert!(matches!(Envelope.decode("[1,2]"), Decoded::NoId));
+        assert!(matches!(Envelope.decode("17"), Decoded::NoId));
+        assert!(matches!(Envelope.decode("{not json"), Decoded::Malformed));
+        assert!(matches!(Envelope.decode(""), Decoded::Malformed));
+        assert!(matches!(Envelope.decode(r#"{"id":1,"id":2}"#), Decoded::Malformed));
+        assert!(matches!(Envelope.decode(r#"{"id":1,"message":}"#), Decoded::Malformed));
+    }
+}

@@ -1,0 +1,480 @@
+//! [`Correlator`]: the sans-IO machine that turns frames into completed calls.
+//!
+//! Shaped like quinn-proto's `Connection`. Inputs: [`handle_submit`](Correlator::handle_submit),
+//! [`handle_frame`](Correlator::handle_frame), [`handle_timeout`](Correlator::handle_timeout),
+//! [`handle_cancel`](Correlator::handle_cancel), [`handle_failure`](Correlator::handle_failure),
+//! [`handle_disconnect`](Correlator::handle_disconnect). Outputs:
+//! [`poll_completion`](Correlator::poll_completion) and
+//! [`next_deadline`](Correlator::next_deadline). It never reads a clock, touches a socket or
+//! runs user code: `T` is an opaque token (the driver's callback) handed back with the result.
+//!
+//! Exactly once: every input that ends a call removes it from the pending table, disarms its
+//! timer and queues its one completion, in that order and in one place ([`Self::complete`]).
+//! A call that is no longer in the table cannot be completed again.
+
+use std::collections::VecDeque;
+
+use tungstenite::Utf8Bytes;
+
+use super::call_id::CallId;
+use super::codec::{Codec, Decoded};
+use super::conn_id::ConnId;
+use super::pending::{PendingCall, PendingCalls, Unknown};
+use super::response::Response;
+use super::unmatched::UnmatchedReason;
+use super::wheel::TimerWheel;
+use crate::error::Error;
+
+/// A finished call: its token and its result, ready for the driver to dispatch.
+#[derive(Debug)]
+pub(crate) struct Completion<T> {
+    pub(crate) id: CallId,
+    pub(crate) conn: ConnId,
+    pub(crate) token: T,
+    pub(crate) result: Result<Response, Error>,
+}
+
+/// The pending calls of every connection of a loop, their deadlines and their completions.
+#[derive(Debug)]
+pub(crate) struct Correlator<T> {
+    pending: PendingCalls<T>,
+    /// Each timer carries the slot of its call.
+    deadlines: TimerWheel<usize>,
+    completions: VecDeque<Completion<T>>,
+    /// Reused by `handle_disconnect`, so failing a connection allocates once per loop.
+    scratch: Vec<CallId>,
+}
+
+impl<T> Default for Correlator<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Correlator<T> {
+    pub(crate) fn new() -> Self {
+        Correlator {
+            pending: PendingCalls::new(),
+            deadlines: TimerWheel::new(),
+            completions: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// How many calls are pending (submitted, not yet completed).
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether the id space has room for another call.
+    pub(crate) fn has_room(&self) -> bool {
+        self.pending.has_room()
+    }
+
+    /// Whether completions wait to be polled.
+    pub(crate) fn has_completions(&self) -> bool {
+        !self.completions.is_empty()
+    }
+
+    /// Registers a call on `conn` due at tick `deadline`. `unsent` holds the encoded request
+    /// when it cannot be written yet (see [`take_unsent`](Self::take_unsent)).
+    ///
+    /// The caller checks [`has_room`](Self::has_room) first.
+    pub(crate) fn handle_submit(
+        &mut self,
+        conn: ConnId,
+        deadline: u64,
+        unsent: Option<String>,
+        token: T,
+    ) -> CallId {
+        let deadlines = &mut self.deadlines;
+        self.pending
+            .insert(conn, unsent, token, |id| deadlines.insert(deadline, id.slot()))
+    }
+
+    /// Takes the encoded request of a call that was queued unsent, marking it written. `None`
+    /// when the call has completed meanwhile (timed out, cancelled) or was already written.
+    pub(crate) fn take_unsent(&mut self, id: CallId) -> Option<String> {
+        self.pending.get_mut(id)?.unsent.take()
+    }
+
+    /// Whether the call is pending with its request still unsent.
+    pub(crate) fn is_unsent(&self, id: CallId) -> bool {
+        self.pending.get(id).is_some_and(|call| call.unsent.is_some())
+    }
+
+    /// Matches an incoming text frame from `conn`. On a match the call's completion is queued
+    /// and its id returned; otherwise the frame comes back with the reason it matched nothing.
+    pub(crate) fn handle_frame(
+        &mut self,
+        conn: ConnId,
+        codec: &dyn Codec,
+        frame: Utf8Bytes,
+    ) -> Result<CallId, (UnmatchedReason, Utf8Bytes)> {
+        let (wire_id, outcome) = match codec.decode(frame.as_str()) {
+            Decoded::Answer { id, payload } => (id, Ok(payload)),
+            Decoded::Failure {
+                id,
+                code,
+                message,
+                data,
+            } => (id, Err(Error::Remote { code, message, data })),
+            Decoded::ForeignId => return Err((UnmatchedReason::UnknownId, frame)),
+            Decoded::NoId => return Err((UnmatchedReason::NoId, frame)),
+            Decoded::Malformed => return Err((UnmatchedReason::Malformed, frame)),
+        };
+        let Some(id) = CallId::from_u64(wire_id) else {
+            return Err((UnmatchedReason::UnknownId, frame));
+        };
+        match self.pending.get(id) {
+            // Only the connection that carried the request can answer it, and only once the
+            // request was written: anything else is a guess, not an answer.
+            Some(call) if call.conn == conn && call.unsent.is_none() => {}
+            Some(_) => return Err((UnmatchedReason::UnknownId, frame)),
+            None => {
+                let reason = match self.pending.classify_unknown(id) {
+                    Unknown::Stale => UnmatchedReason::StaleId,
+                    Unknown::Never => UnmatchedReason::UnknownId,
+                };
+                return Err((reason, frame));
+            }
+        }
+        let result = outcome.map(|payload| Response::new(id, frame, payload));
+        self.complete(id, result);
+        Ok(id)
+    }
+
+    /// Fails every call whose deadline is at or before tick `now` with [`Error::Timeout`];
+    /// returns how many.
+    pub(crate) fn handle_timeout(&mut self, now: u64) -> usize {
+        let mut expired = 0;
+        while let Some(slot) = self.deadlines.poll(now) {
+            // The timer was removed by `poll`; the slot is occupied because a call's timer is
+            // always disarmed when the call leaves the table.
+            let (id, call) = self.pending.take_slot(slot);
+            self.completions.push_back(Completion {
+                id,
+                conn: call.conn,
+                token: call.token,
+                result: Err(Error::Timeout),
+            });
+            expired += 1;
+        }
+        expired
+    }
+
+    /// Cancels a pending call ([`Error::Cancelled`]); `false` if it is not pending.
+    pub(crate) fn handle_cancel(&mut self, id: CallId) -> bool {
+        self.handle_failure(id, Error::Cancelled)
+    }
+
+    /// Fails one pending call with `error`; `false` if it is not pending.
+    pub(crate) fn handle_failure(&mut self, id: CallId, error: Error) -> bool {
+        if self.pending.get(id).is_none() {
+            return false;
+        }
+        self.complete(id, Err(error));
+        true
+    }
+
+    /// Fails every call pending on `conn` with the error `error` makes; returns how many.
+    pub(crate) fn handle_disconnect(&mut self, conn: ConnId, error: impl Fn() -> Error) -> usize {
+        let mut ids = std::mem::take(&mut self.scratch);
+        self.pending.ids_on(conn, &mut ids);
+        // Slab order is not submit order; fail them in id order so callbacks run predictably.
+        ids.sort_unstable_by_key(|id| (id.generation(), id.slot()));
+        let failed = ids.len();
+        for id in ids.drain(..) {
+            self.complete(id, Err(error()));
+        }
+        self.scratch = ids;
+        failed
+    }
+
+    /// The next completed call, in completion order.
+    pub(crate) fn poll_completion(&mut self) -> Option<Completion<T>> {
+        self.completions.pop_front()
+    }
+
+    /// The earliest tick at which a call may time out.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.next_deadline()
+    }
+
+    /// The one place a call leaves the table: remove it, disarm its timer, queue its result.
+    fn complete(&mut self, id: CallId, result: Result<Response, Error>) {
+        let Some(PendingCall {
+            conn, timer, token, ..
+        }) = self.pending.take(id)
+        else {
+            debug_assert!(false, "completing {id:?}, which is not pending");
+            return;
+        };
+        let disarmed = self.deadlines.cancel(timer);
+        debug_assert_eq!(disarmed, Some(id.slot()));
+        self.completions.push_back(Completion {
+            id,
+            conn,
+            token,
+            result,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::codec::Envelope;
+    use std::collections::HashMap;
+
+    const A: ConnId = ConnId::from_raw(0);
+    const B: ConnId = ConnId::from_raw(1);
+
+    fn answer(id: CallId, message: &str) -> Utf8Bytes {
+        format!(r#"{{"id":{id},"message":{message}}}"#).into()
+    }
+
+    fn drain(c: &mut Correlator<u32>) -> Vec<(u32, Result<String, String>)> {
+        std::iter::from_fn(|| c.poll_completion())
+            .map(|done| {
+                let result = done
+                    .result
+                    .map(|r| r.text().to_owned())
+                    .map_err(|e| e.to_string());
+                (done.token, result)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_completes_its_call() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 100, None, 1);
+        assert_eq!(c.handle_frame(A, &Envelope, answer(id, r#"{"x":1}"#)), Ok(id));
+        assert_eq!(drain(&mut c), vec![(1, Ok(r#"{"x":1}"#.to_owned()))]);
+        assert_eq!(c.pending_len(), 0);
+        assert_eq!(c.next_deadline(), None, "the timer was disarmed");
+    }
+
+    #[test]
+    fn deadlines_fire_at_their_tick_with_no_traffic() {
+        let mut c = Correlator::new();
+        c.handle_submit(A, 100, None, 1);
+        assert_eq!(c.next_deadline(), Some(64), "a coarse slot may wake the loop early");
+        assert_eq!(c.handle_timeout(99), 0);
+        assert_eq!(c.handle_timeout(100), 1);
+        assert_eq!(drain(&mut c), vec![(1, Err(Error::Timeout.to_string()))]);
+    }
+
+    #[test]
+    fn a_late_answer_is_stale_and_completes_nothing() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 10, None, 1);
+        c.handle_timeout(10);
+        assert_eq!(drain(&mut c).len(), 1);
+        let late = c.handle_frame(A, &Envelope, answer(id, "1"));
+        assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_late_answer_does_not_complete_the_call_reusing_its_slot() {
+        let mut c = Correlator::new();
+        let old = c.handle_submit(A, 10, None, 1);
+        c.handle_timeout(10);
+        drain(&mut c);
+        let new = c.handle_submit(A, 1_000, None, 2);
+        assert_eq!(old.slot(), new.slot());
+        let late = c.handle_frame(A, &Envelope, answer(old, r#""old""#));
+        assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.handle_frame(A, &Envelope, answer(new, r#""new""#)), Ok(new));
+        assert_eq!(drain(&mut c), vec![(2, Ok(r#""new""#.to_owned()))]);
+    }
+
+    #[test]
+    fn answer_and_deadline_in_the_same_turn_complete_once() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        // The driver handles I/O before timers within a turn.
+        assert_eq!(c.handle_frame(A, &Envelope, answer(id, "1")), Ok(id));
+        assert_eq!(c.handle_timeout(50), 0);
+        assert_eq!(drain(&mut c), vec![(1, Ok("1".to_owned()))]);
+    }
+
+    #[test]
+    fn duplicate_answers_complete_once() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_ok());
+        let dup = c.handle_frame(A, &Envelope, answer(id, "1"));
+        assert!(matches!(dup, Err((UnmatchedReason::StaleId, _))));
+        assert_eq!(drain(&mut c).len(), 1);
+    }
+
+    #[test]
+    fn an_answer_on_another_connection_or_before_sending_is_no_answer() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        assert!(matches!(
+            c.handle_frame(B, &Envelope, answer(id, "1")),
+            Err((UnmatchedReason::UnknownId, _))
+        ));
+        let queued = c.handle_submit(A, 50, Some("frame".into()), 2);
+        assert!(matches!(
+            c.handle_frame(A, &Envelope, answer(queued, "1")),
+            Err((UnmatchedReason::UnknownId, _))
+        ));
+        assert_eq!(c.pending_len(), 2);
+        assert!(drain(&mut c).is_empty());
+    }
+
+    #[test]
+    fn unsent_requests_are_taken_once() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, Some("frame".into()), 1);
+        assert!(c.is_unsent(id));
+        assert_eq!(c.take_unsent(id).as_deref(), Some("frame"));
+        assert!(!c.is_unsent(id));
+        assert_eq!(c.take_unsent(id), None);
+        // A queued call that times out is never sent.
+        let gone = c.handle_submit(A, 10, Some("late".into()), 2);
+        c.handle_timeout(10);
+        assert_eq!(c.take_unsent(gone), None);
+    }
+
+    #[test]
+    fn cancel_then_answer_completes_once_with_cancelled() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        assert!(c.handle_cancel(id));
+        assert!(!c.handle_cancel(id));
+        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_err());
+        assert_eq!(c.handle_timeout(50), 0);
+        assert_eq!(drain(&mut c), vec![(1, Err(Error::Cancelled.to_string()))]);
+    }
+
+    #[test]
+    fn answer_then_cancel_keeps_the_answer() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_ok());
+        assert!(!c.handle_cancel(id), "the answer won the race");
+        assert_eq!(drain(&mut c), vec![(1, Ok("1".to_owned()))]);
+    }
+
+    #[test]
+    fn disconnect_fails_only_that_connection_in_submit_order() {
+        let mut c = Correlator::new();
+        for token in 0..5 {
+            c.handle_submit(A, 50, None, token);
+        }
+        c.handle_submit(B, 50, None, 99);
+        assert_eq!(c.handle_disconnect(A, || Error::Closed), 5);
+        let done = drain(&mut c);
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert!(done.iter().all(|d| d.1 == Err(Error::Closed.to_string())));
+        assert_eq!(c.pending_len(), 1);
+        assert_eq!(c.handle_disconnect(A, || Error::Closed), 0);
+    }
+
+    #[derive(Debug)]
+    struct FailingCodec;
+    impl Codec for FailingCodec {
+        fn encode_request(&self, _: CallId, _: &str, _: &mut String) {}
+        fn decode(&self, frame: &str) -> Decoded {
+            Decoded::Failure {
+                id: frame.parse().unwrap(),
+                code: -32601,
+                message: "no such method".into(),
+                data: None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_codec_failure_completes_with_a_remote_error() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        assert!(c.handle_frame(A, &FailingCodec, id.to_string().into()).is_ok());
+        let done = c.poll_completion().unwrap();
+        assert!(matches!(done.result, Err(Error::Remote { code: -32601, .. })));
+    }
+
+    #[test]
+    fn a_hundred_thousand_unanswered_calls_all_time_out_and_free_the_table() {
+        let mut c = Correlator::new();
+        for i in 0..100_000u32 {
+            c.handle_submit(A, 1_000 + u64::from(i % 5_000), None, i);
+        }
+        assert_eq!(c.handle_timeout(999), 0);
+        assert_eq!(c.handle_timeout(6_000), 100_000);
+        let done = drain(&mut c);
+        assert_eq!(done.len(), 100_000);
+        assert!(done.iter().all(|d| d.1 == Err(Error::Timeout.to_string())));
+        assert_eq!(c.pending_len(), 0);
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    /// A fake-clock simulator: random interleavings of every input, checking that each call
+    /// completes exactly once, with the right kind of result, never before it could.
+    #[test]
+    fn simulated_interleavings_complete_every_call_exactly_once() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for _round in 0..20 {
+            let mut c = Correlator::new();
+            let mut now = 0u64;
+            let mut issued: Vec<(CallId, ConnId, u64)> = Vec::new();
+            let mut outcomes: HashMap<u32, usize> = HashMap::new();
+            let mut token = 0u32;
+            for _step in 0..3_000 {
+                match next(10) {
+                    0..=3 => {
+                        let conn = if next(2) == 0 { A } else { B };
+                        let deadline = now + 1 + next(200);
+                        let id = c.handle_submit(conn, deadline, None, token);
+                        issued.push((id, conn, deadline));
+                        token += 1;
+                    }
+                    4..=5 if !issued.is_empty() => {
+                        // An answer (maybe duplicate, late, or on the wrong connection).
+                        let (id, conn, _) = issued[next(issued.len() as u64) as usize];
+                        let on = if next(10) == 0 { if conn == A { B } else { A } } else { conn };
+                        let _ = c.handle_frame(on, &Envelope, answer(id, "0"));
+                    }
+                    6 if !issued.is_empty() => {
+                        let (id, _, _) = issued[next(issued.len() as u64) as usize];
+                        c.handle_cancel(id);
+                    }
+                    7 => now += next(50),
+                    8 if next(20) == 0 => {
+                        c.handle_disconnect(if next(2) == 0 { A } else { B }, || Error::Closed);
+                    }
+                    _ => {}
+                }
+                c.handle_timeout(now);
+                while let Some(done) = c.poll_completion() {
+                    *outcomes.entry(done.token).or_default() += 1;
+                    if let Err(Error::Timeout) = done.result {
+                        let deadline = issued.iter().find(|i| i.0 == done.id).unwrap().2;
+                        assert!(deadline <= now, "timed out early");
+                    }
+                }
+            }
+            // Let everything left expire.
+            c.handle_timeout(now + 1_000);
+            while let Some(done) = c.poll_completion() {
+                *outcomes.entry(done.token).or_default() += 1;
+            }
+            assert_eq!(c.pending_len(), 0);
+            assert_eq!(outcomes.len(), token as usize, "a call never completed");
+            assert!(outcomes.values().all(|&n| n == 1), "a call completed twice");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The protocol core: plain data structures that never touch a socket or the system clock.
+//!
+//! Ground rules for everything below this module:
+//! - **Time is passed in.** Deadlines and "now" are millisecond ticks ([`tick`]); nothing here
+//!   calls `Instant::now()`, so every test can drive it with a fake clock.
+//! - **No sockets.** Frames come in as values and what must be written goes out as values.
+//! - **Exactly once.** A pending call leaves the table in exactly one place (matched response,
+//!   timer expiry, cancel, failure or disconnect), and that place queues its one completion.
+//! - **No user code.** The core hands completions out; the driver runs the callbacks.
+
+pub(crate) mod call_id;
+pub(crate) mod codec;
+pub(crate) mod conn_id;
+pub(crate) mod correlator;
+pub(crate) mod pending;
+pub(crate) mod response;
+pub(crate) mod tick;
+pub(crate) mod unmatched;
+pub(crate) mod wheel;

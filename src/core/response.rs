@@ -1,0 +1,70 @@
+//! [`Response`]: a matched answer, kept as the frame's own text until the caller asks for more.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use tungstenite::Utf8Bytes;
+
+use super::call_id::CallId;
+
+/// The answer to a call.
+///
+/// It holds the received frame (reference-counted, not copied) and where the payload sits in it;
+/// nothing is parsed into a tree until [`message`](Self::message) is called.
+///
+/// ```
+/// # fn show(resp: rpcloop::Response) -> Result<(), serde_json::Error> {
+/// let raw: &str = resp.text();          // the payload's JSON text, borrowed from the frame
+/// let n: u64 = resp.message()?;          // deserialized on request
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Response {
+    id: CallId,
+    frame: Utf8Bytes,
+    payload: Option<Range<usize>>,
+}
+
+impl Response {
+    pub(crate) fn new(id: CallId, frame: Utf8Bytes, payload: Option<Range<usize>>) -> Self {
+        debug_assert!(payload.as_ref().is_none_or(|r| frame.as_str().get(r.clone()).is_some()));
+        Response { id, frame, payload }
+    }
+
+    /// The id of the call this answers.
+    pub fn id(&self) -> CallId {
+        self.id
+    }
+
+    /// The payload's raw JSON text (the envelope's `message`, a JSON-RPC `result`), borrowed
+    /// from the frame; `"null"` when the answer carried no payload.
+    pub fn text(&self) -> &str {
+        match &self.payload {
+            Some(range) => &self.frame.as_str()[range.clone()],
+            None => "null",
+        }
+    }
+
+    /// The whole frame as received.
+    pub fn frame(&self) -> &str {
+        self.frame.as_str()
+    }
+
+    /// Deserializes the payload. Borrowing types (`&str`, `&RawValue`) borrow from the frame.
+    ///
+    /// # Errors
+    /// The payload does not deserialize into `T`.
+    pub fn message<'de, T: Deserialize<'de>>(&'de self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.text())
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("id", &self.id)
+            .field("message", &self.text())
+            .finish()
+    }
+}

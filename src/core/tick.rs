@@ -1,0 +1,85 @@
+//! The one place an [`Instant`] becomes a millisecond tick.
+//!
+//! The core counts time in whole milliseconds since the loop's origin (`u64` ticks). Deadlines
+//! round *up* and "now" rounds *down*, so a timer can fire late by under a millisecond but never
+//! early. Every conversion saturates: an instant before the origin is tick 0, and a duration too
+//! large for `u64` milliseconds is `u64::MAX`.
+
+use std::time::{Duration, Instant};
+
+/// Converts between [`Instant`]s and the core's millisecond ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    /// A clock whose tick 0 is `origin`.
+    pub(crate) fn new(origin: Instant) -> Self {
+        Clock { origin }
+    }
+
+    /// The tick at which something due at `deadline` may fire (rounded up).
+    pub(crate) fn deadline_tick(&self, deadline: Instant) -> u64 {
+        let since = deadline.saturating_duration_since(self.origin);
+        let ms = millis_floor(since);
+        if since > Duration::from_millis(ms) {
+            ms.saturating_add(1)
+        } else {
+            ms
+        }
+    }
+
+    /// The tick of `now` (rounded down): everything due at or before it has expired.
+    pub(crate) fn now_tick(&self, now: Instant) -> u64 {
+        millis_floor(now.saturating_duration_since(self.origin))
+    }
+
+    /// The instant at which `tick` begins, or `None` if it is beyond what `Instant` can hold.
+    pub(crate) fn instant_of(&self, tick: u64) -> Option<Instant> {
+        self.origin.checked_add(Duration::from_millis(tick))
+    }
+}
+
+fn millis_floor(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_and_now_rounds_down() {
+        let origin = Instant::now();
+        let clock = Clock::new(origin);
+        let t = origin + Duration::from_micros(1_500);
+        assert_eq!(clock.deadline_tick(t), 2);
+        assert_eq!(clock.now_tick(t), 1);
+        let exact = origin + Duration::from_millis(7);
+        assert_eq!(clock.deadline_tick(exact), 7);
+        assert_eq!(clock.now_tick(exact), 7);
+    }
+
+    #[test]
+    fn before_origin_saturates_to_zero() {
+        let origin = Instant::now() + Duration::from_secs(1);
+        let clock = Clock::new(origin);
+        assert_eq!(clock.now_tick(Instant::now()), 0);
+        assert_eq!(clock.deadline_tick(Instant::now()), 0);
+    }
+
+    #[test]
+    fn a_timer_never_fires_early() {
+        let origin = Instant::now();
+        let clock = Clock::new(origin);
+        for us in [0u64, 1, 999, 1_000, 1_001, 123_456] {
+            let due = origin + Duration::from_micros(us);
+            let tick = clock.deadline_tick(due);
+            // The earliest "now" whose tick reaches the deadline's tick is not before `due`.
+            let first_now = clock.instant_of(tick).unwrap();
+            assert!(first_now >= due, "{us}us");
+            assert_eq!(clock.now_tick(first_now), tick);
+        }
+    }
+}

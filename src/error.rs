@@ -1,0 +1,198 @@
+//! [`Error`]: everything a call or a loop operation can fail with, and why a connection ended.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+/// Why a call failed, or why an operation on the loop was refused.
+///
+/// Each variant is something a caller can act on: retry later (`Busy`), give up on the answer
+/// (`Timeout`, `Cancelled`), reconnect (`Disconnected`, `Closed`), fix the request (`TooLarge`,
+/// `Encode`) and so on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No answer arrived before the call's deadline.
+    Timeout,
+    /// The call was cancelled with [`EventLoop::cancel`](crate::EventLoop::cancel) before its
+    /// answer arrived.
+    Cancelled,
+    /// The connection was closed by this side ([`EventLoop::close`](crate::EventLoop::close)).
+    Closed,
+    /// The connection ended without this side asking for it; the reason says how. A call that had
+    /// been written may or may not have been acted on by the server.
+    Disconnected(DisconnectReason),
+    /// The connection already has as many calls in flight as
+    /// [`ConnectionConfig::max_in_flight`](crate::ConnectionConfig::max_in_flight) allows (or its
+    /// write buffer is full); nothing was sent.
+    Busy,
+    /// The encoded request is larger than the connection's message size limit; nothing was sent.
+    TooLarge {
+        /// The size of the encoded frame, in bytes.
+        size: usize,
+        /// The configured limit, in bytes.
+        limit: usize,
+    },
+    /// The server answered with an error object (JSON-RPC 2.0 style codecs).
+    Remote {
+        /// The error code the server sent.
+        code: i64,
+        /// The server's message.
+        message: String,
+        /// The server's `data` member, as raw JSON, if it sent one.
+        data: Option<Box<RawValue>>,
+    },
+    /// The WebSocket opening handshake failed: the server refused the upgrade or answered
+    /// something that is not a WebSocket handshake.
+    Handshake(String),
+    /// An I/O error of the loop itself (polling, registering a socket).
+    Io(io::Error),
+    /// The loop was shut down before the call completed.
+    Shutdown,
+    /// The URL given to [`EventLoop::connect`](crate::EventLoop::connect) is not a usable
+    /// `ws://` URL, or its host did not resolve.
+    InvalidUrl(String),
+    /// The connection id does not belong to this loop.
+    UnknownConnection,
+    /// The message could not be serialized to JSON; nothing was sent.
+    Encode(serde_json::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Timeout => f.write_str("call timed out: no answer before its deadline"),
+            Error::Cancelled => f.write_str("call cancelled before its answer arrived"),
+            Error::Closed => f.write_str("connection closed by this side"),
+            Error::Disconnected(reason) => write!(f, "connection lost: {reason}"),
+            Error::Busy => f.write_str(
+                "connection busy: its limit of calls in flight (or of buffered bytes) is reached",
+            ),
+            Error::TooLarge { size, limit } => {
+                write!(f, "message too large: {size} bytes, the limit is {limit}")
+            }
+            Error::Remote { code, message, .. } => {
+                write!(f, "server answered with error {code}: {message}")
+            }
+            Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Shutdown => f.write_str("event loop shut down"),
+            Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
+            Error::UnknownConnection => f.write_str("no such connection on this event loop"),
+            Error::Encode(e) => write!(f, "message could not be encoded as JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// How a connection ended when this side did not close it.
+///
+/// Cheap to clone: every call pending on the connection receives a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The peer sent a WebSocket close frame (RFC 6455 §5.5.1), with this status code (1005 when
+    /// it sent none) and reason text.
+    PeerClosed {
+        /// The close status code.
+        code: u16,
+        /// The close reason text (may be empty).
+        reason: Arc<str>,
+    },
+    /// The peer dropped the TCP connection without a close handshake.
+    Reset,
+    /// A read or write on the socket failed.
+    Io {
+        /// The kind of the I/O error.
+        kind: io::ErrorKind,
+        /// The error's text.
+        message: Arc<str>,
+    },
+    /// The peer broke the WebSocket protocol (a bad frame, invalid UTF-8 in a text message...).
+    Protocol(Arc<str>),
+    /// The peer sent a message larger than the configured limit.
+    MessageTooLarge(Arc<str>),
+    /// The TCP connection could not be established.
+    ConnectFailed {
+        /// The kind of the I/O error.
+        kind: io::ErrorKind,
+        /// The error's text.
+        message: Arc<str>,
+    },
+    /// The TCP connect and WebSocket handshake did not finish within the connect timeout.
+    ConnectTimeout,
+}
+
+impl DisconnectReason {
+    pub(crate) fn io(e: &io::Error) -> Self {
+        DisconnectReason::Io {
+            kind: e.kind(),
+            message: e.to_string().into(),
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::PeerClosed { code, reason } if reason.is_empty() => {
+                write!(f, "the peer closed the connection (code {code})")
+            }
+            DisconnectReason::PeerClosed { code, reason } => {
+                write!(f, "the peer closed the connection (code {code}: {reason})")
+            }
+            DisconnectReason::Reset => {
+                f.write_str("the peer dropped the connection without a close handshake")
+            }
+            DisconnectReason::Io { message, .. } => write!(f, "socket error: {message}"),
+            DisconnectReason::Protocol(why) => write!(f, "the peer broke the protocol: {why}"),
+            DisconnectReason::MessageTooLarge(why) => {
+                write!(f, "the peer sent a message over the limit: {why}")
+            }
+            DisconnectReason::ConnectFailed { message, .. } => {
+                write!(f, "could not connect: {message}")
+            }
+            DisconnectReason::ConnectTimeout => {
+                f.write_str("the connection did not open within the connect timeout")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_cause() {
+        let e = Error::Disconnected(DisconnectReason::PeerClosed {
+            code: 1001,
+            reason: "going away".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "connection lost: the peer closed the connection (code 1001: going away)"
+        );
+        let e = Error::TooLarge { size: 10, limit: 5 };
+        assert_eq!(e.to_string(), "message too large: 10 bytes, the limit is 5");
+        let io = Error::from(io::Error::other("boom"));
+        assert!(std::error::Error::source(&io).is_some());
+    }
+}
