@@ -138,13 +138,38 @@ pub enum DisconnectReason {
     },
     /// The TCP connect and WebSocket handshake did not finish within the connect timeout.
     ConnectTimeout,
+    /// The WebSocket opening handshake failed (calls waiting for it fail with
+    /// [`Error::Handshake`]).
+    Handshake(Arc<str>),
 }
 
 impl DisconnectReason {
-    pub(crate) fn io(e: &io::Error) -> Self {
-        DisconnectReason::Io {
-            kind: e.kind(),
-            message: e.to_string().into(),
+    /// The reason a failed read or write on an open connection stands for.
+    pub(crate) fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof => DisconnectReason::Reset,
+            kind => DisconnectReason::Io {
+                kind,
+                message: e.to_string().into(),
+            },
+        }
+    }
+
+    /// The reason a tungstenite error on an open connection stands for.
+    pub(crate) fn from_ws(e: &tungstenite::Error) -> Self {
+        use tungstenite::error::ProtocolError;
+        match e {
+            tungstenite::Error::Io(io) => Self::from_io(io),
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+            | tungstenite::Error::ConnectionClosed
+            | tungstenite::Error::AlreadyClosed => DisconnectReason::Reset,
+            tungstenite::Error::Capacity(c) => {
+                DisconnectReason::MessageTooLarge(c.to_string().into())
+            }
+            other => DisconnectReason::Protocol(other.to_string().into()),
         }
     }
 }
@@ -172,6 +197,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ConnectTimeout => {
                 f.write_str("the connection did not open within the connect timeout")
             }
+            DisconnectReason::Handshake(why) => write!(f, "the WebSocket handshake failed: {why}"),
         }
     }
 }

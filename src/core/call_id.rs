@@ -40,7 +40,10 @@ impl CallId {
 
     pub(crate) fn new(slot: usize, generation: u32) -> Self {
         debug_assert!(slot < MAX_SLOTS, "slot {slot} out of range");
-        debug_assert!(generation <= GENERATION_MASK, "generation {generation} out of range");
+        debug_assert!(
+            generation <= GENERATION_MASK,
+            "generation {generation} out of range"
+        );
         CallId((u64::from(generation) << SLOT_BITS) | slot as u64)
     }
 

@@ -71,9 +71,15 @@ impl<T> Correlator<T> {
         self.pending.has_room()
     }
 
-    /// Whether completions wait to be polled.
-    pub(crate) fn has_completions(&self) -> bool {
-        !self.completions.is_empty()
+    /// How many completions wait to be polled.
+    pub(crate) fn completions_len(&self) -> usize {
+        self.completions.len()
+    }
+
+    /// The id the next [`handle_submit`](Self::handle_submit) will return, so a request can be
+    /// encoded (and refused) before the call is registered.
+    pub(crate) fn next_id(&self) -> CallId {
+        self.pending.next_id()
     }
 
     /// Registers a call on `conn` due at tick `deadline`. `unsent` holds the encoded request
@@ -88,8 +94,9 @@ impl<T> Correlator<T> {
         token: T,
     ) -> CallId {
         let deadlines = &mut self.deadlines;
-        self.pending
-            .insert(conn, unsent, token, |id| deadlines.insert(deadline, id.slot()))
+        self.pending.insert(conn, unsent, token, |id| {
+            deadlines.insert(deadline, id.slot())
+        })
     }
 
     /// Takes the encoded request of a call that was queued unsent, marking it written. `None`
@@ -100,7 +107,9 @@ impl<T> Correlator<T> {
 
     /// Whether the call is pending with its request still unsent.
     pub(crate) fn is_unsent(&self, id: CallId) -> bool {
-        self.pending.get(id).is_some_and(|call| call.unsent.is_some())
+        self.pending
+            .get(id)
+            .is_some_and(|call| call.unsent.is_some())
     }
 
     /// Matches an incoming text frame from `conn`. On a match the call's completion is queued
@@ -118,7 +127,14 @@ impl<T> Correlator<T> {
                 code,
                 message,
                 data,
-            } => (id, Err(Error::Remote { code, message, data })),
+            } => (
+                id,
+                Err(Error::Remote {
+                    code,
+                    message,
+                    data,
+                }),
+            ),
             Decoded::ForeignId => return Err((UnmatchedReason::UnknownId, frame)),
             Decoded::NoId => return Err((UnmatchedReason::NoId, frame)),
             Decoded::Malformed => return Err((UnmatchedReason::Malformed, frame)),
@@ -250,7 +266,10 @@ mod tests {
     fn an_answer_completes_its_call() {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 100, None, 1);
-        assert_eq!(c.handle_frame(A, &Envelope, answer(id, r#"{"x":1}"#)), Ok(id));
+        assert_eq!(
+            c.handle_frame(A, &Envelope, answer(id, r#"{"x":1}"#)),
+            Ok(id)
+        );
         assert_eq!(drain(&mut c), vec![(1, Ok(r#"{"x":1}"#.to_owned()))]);
         assert_eq!(c.pending_len(), 0);
         assert_eq!(c.next_deadline(), None, "the timer was disarmed");
@@ -260,7 +279,11 @@ mod tests {
     fn deadlines_fire_at_their_tick_with_no_traffic() {
         let mut c = Correlator::new();
         c.handle_submit(A, 100, None, 1);
-        assert_eq!(c.next_deadline(), Some(64), "a coarse slot may wake the loop early");
+        assert_eq!(
+            c.next_deadline(),
+            Some(64),
+            "a coarse slot may wake the loop early"
+        );
         assert_eq!(c.handle_timeout(99), 0);
         assert_eq!(c.handle_timeout(100), 1);
         assert_eq!(drain(&mut c), vec![(1, Err(Error::Timeout.to_string()))]);
@@ -288,7 +311,10 @@ mod tests {
         let late = c.handle_frame(A, &Envelope, answer(old, r#""old""#));
         assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
         assert!(drain(&mut c).is_empty());
-        assert_eq!(c.handle_frame(A, &Envelope, answer(new, r#""new""#)), Ok(new));
+        assert_eq!(
+            c.handle_frame(A, &Envelope, answer(new, r#""new""#)),
+            Ok(new)
+        );
         assert_eq!(drain(&mut c), vec![(2, Ok(r#""new""#.to_owned()))]);
     }
 
@@ -372,7 +398,10 @@ mod tests {
         c.handle_submit(B, 50, None, 99);
         assert_eq!(c.handle_disconnect(A, || Error::Closed), 5);
         let done = drain(&mut c);
-        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
         assert!(done.iter().all(|d| d.1 == Err(Error::Closed.to_string())));
         assert_eq!(c.pending_len(), 1);
         assert_eq!(c.handle_disconnect(A, || Error::Closed), 0);
@@ -396,9 +425,15 @@ mod tests {
     fn a_codec_failure_completes_with_a_remote_error() {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
-        assert!(c.handle_frame(A, &FailingCodec, id.to_string().into()).is_ok());
+        assert!(
+            c.handle_frame(A, &FailingCodec, id.to_string().into())
+                .is_ok()
+        );
         let done = c.poll_completion().unwrap();
-        assert!(matches!(done.result, Err(Error::Remote { code: -32601, .. })));
+        assert!(matches!(
+            done.result,
+            Err(Error::Remote { code: -32601, .. })
+        ));
     }
 
     #[test]
@@ -445,7 +480,11 @@ mod tests {
                     4..=5 if !issued.is_empty() => {
                         // An answer (maybe duplicate, late, or on the wrong connection).
                         let (id, conn, _) = issued[next(issued.len() as u64) as usize];
-                        let on = if next(10) == 0 { if conn == A { B } else { A } } else { conn };
+                        let on = if next(10) == 0 {
+                            if conn == A { B } else { A }
+                        } else {
+                            conn
+                        };
                         let _ = c.handle_frame(on, &Envelope, answer(id, "0"));
                     }
                     6 if !issued.is_empty() => {

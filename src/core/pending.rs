@@ -62,6 +62,11 @@ impl<T> PendingCalls<T> {
         self.calls.len() < MAX_SLOTS
     }
 
+    /// The id the next [`insert`](Self::insert) will return.
+    pub(crate) fn next_id(&self) -> CallId {
+        CallId::new(self.calls.vacant_key(), self.next_generation)
+    }
+
     /// Adds a call. `timer` is given the id the call will have, to arm its deadline.
     pub(crate) fn insert(
         &mut self,
@@ -145,7 +150,9 @@ mod tests {
     use crate::core::wheel::TimerWheel;
 
     fn insert(table: &mut PendingCalls<u32>, wheel: &mut TimerWheel<usize>, token: u32) -> CallId {
-        table.insert(ConnId::new(0), None, token, |id| wheel.insert(100, id.slot()))
+        table.insert(ConnId::new(0), None, token, |id| {
+            wheel.insert(100, id.slot())
+        })
     }
 
     #[test]
@@ -171,7 +178,10 @@ mod tests {
         let new = insert(&mut table, &mut wheel, 2);
         assert_eq!(old.slot(), new.slot(), "the slab reuses the slot");
         assert_ne!(old, new);
-        assert!(table.get(old).is_none(), "the late answer must not match the new call");
+        assert!(
+            table.get(old).is_none(),
+            "the late answer must not match the new call"
+        );
         assert_eq!(table.classify_unknown(old), Unknown::Stale);
         assert_eq!(table.get(new).map(|c| c.token), Some(2));
     }
@@ -181,7 +191,10 @@ mod tests {
         let mut wheel = TimerWheel::new();
         let mut table = PendingCalls::new();
         insert(&mut table, &mut wheel, 1);
-        assert_eq!(table.classify_unknown(CallId::new(5_000, 0)), Unknown::Never);
+        assert_eq!(
+            table.classify_unknown(CallId::new(5_000, 0)),
+            Unknown::Never
+        );
         assert_eq!(table.classify_unknown(CallId::new(0, 77)), Unknown::Never);
     }
 

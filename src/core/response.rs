@@ -28,7 +28,11 @@ pub struct Response {
 
 impl Response {
     pub(crate) fn new(id: CallId, frame: Utf8Bytes, payload: Option<Range<usize>>) -> Self {
-        debug_assert!(payload.as_ref().is_none_or(|r| frame.as_str().get(r.clone()).is_some()));
+        debug_assert!(
+            payload
+                .as_ref()
+                .is_none_or(|r| frame.as_str().get(r.clone()).is_some())
+        );
         Response { id, frame, payload }
     }
 

@@ -57,11 +57,19 @@ pub struct Unmatched {
 
 impl Unmatched {
     pub(crate) fn text(conn: ConnId, reason: UnmatchedReason, text: Utf8Bytes) -> Self {
-        Unmatched { conn, reason, payload: Payload::Text(text) }
+        Unmatched {
+            conn,
+            reason,
+            payload: Payload::Text(text),
+        }
     }
 
     pub(crate) fn binary(conn: ConnId, data: Bytes) -> Self {
-        Unmatched { conn, reason: UnmatchedReason::Binary, payload: Payload::Binary(data) }
+        Unmatched {
+            conn,
+            reason: UnmatchedReason::Binary,
+            payload: Payload::Binary(data),
+        }
     }
 
     /// The connection it arrived on.

@@ -72,6 +72,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// How many timers are armed (including expired ones not yet polled).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -149,7 +150,11 @@ impl<T> TimerWheel<T> {
             let node = &mut self.nodes[key as usize];
             let next = node.next;
             let deadline = node.deadline;
-            debug_assert!(deadline >= self.elapsed, "entry {deadline} missed at {}", self.elapsed);
+            debug_assert!(
+                deadline >= self.elapsed,
+                "entry {deadline} missed at {}",
+                self.elapsed
+            );
             self.link(key, self.list_for(deadline));
             key = next;
         }
@@ -160,8 +165,15 @@ impl<T> TimerWheel<T> {
         let level = self.occupied.iter().position(|&bits| bits != 0)?;
         let shift = SLOT_BITS * level as u32;
         let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-        let distance = u64::from(self.occupied[level].rotate_right(now_slot as u32).trailing_zeros());
-        debug_assert!(distance > 0, "level {level} has an entry in its current slot");
+        let distance = u64::from(
+            self.occupied[level]
+                .rotate_right(now_slot as u32)
+                .trailing_zeros(),
+        );
+        debug_assert!(
+            distance > 0,
+            "level {level} has an entry in its current slot"
+        );
         let slot = (now_slot + distance as usize) & (SLOTS - 1);
         let current_start = (self.elapsed >> shift) << shift;
         Some((level, slot, current_start + (distance << shift)))
@@ -298,7 +310,11 @@ mod tests {
             wheel.insert(d, d);
         }
         for &d in &deadlines {
-            assert_eq!(drain(&mut wheel, d - 1), Vec::<u64>::new(), "early before {d}");
+            assert_eq!(
+                drain(&mut wheel, d - 1),
+                Vec::<u64>::new(),
+                "early before {d}"
+            );
             assert_eq!(drain(&mut wheel, d), vec![d]);
         }
     }
@@ -337,7 +353,11 @@ mod tests {
         let mut keys = Vec::with_capacity(N);
         for i in 0..N {
             // Spread over ~1 hour, with a cluster in the first 64 ms to exercise level 0.
-            let deadline = if i % 10 == 0 { rng.below(64) } else { rng.below(3_600_000) };
+            let deadline = if i % 10 == 0 {
+                rng.below(64)
+            } else {
+                rng.below(3_600_000)
+            };
             keys.push((wheel.insert(deadline, deadline), deadline));
         }
         let mut live = 0;

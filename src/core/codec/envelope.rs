@@ -85,11 +85,20 @@ mod tests {
 
     #[test]
     fn finds_id_and_payload_without_copying() {
-        assert_eq!(payload_of(r#"{"id":3,"message":{"a":[1,2]}}"#), (3, Some(r#"{"a":[1,2]}"#)));
+        assert_eq!(
+            payload_of(r#"{"id":3,"message":{"a":[1,2]}}"#),
+            (3, Some(r#"{"a":[1,2]}"#))
+        );
         assert_eq!(payload_of(r#"{"message":"x","id":4}"#), (4, Some(r#""x""#)));
-        assert_eq!(payload_of(r#" { "id" : 5 , "extra": {"deep":[{}]}, "message" : null } "#), (5, Some("null")));
+        assert_eq!(
+            payload_of(r#" { "id" : 5 , "extra": {"deep":[{}]}, "message" : null } "#),
+            (5, Some("null"))
+        );
         assert_eq!(payload_of(r#"{"id":6}"#), (6, None));
-        assert_eq!(payload_of(r#"{"id":7,"message":"esc\"aped\u00e9"}"#), (7, Some(r#""esc\"aped\u00e9""#)));
+        assert_eq!(
+            payload_of(r#"{"id":7,"message":"esc\"aped\u00e9"}"#),
+            (7, Some(r#""esc\"aped\u00e9""#))
+        );
     }
 
     #[test]
@@ -102,19 +111,34 @@ mod tests {
             r#"{"id":[5],"message":1}"#,
             r#"{"id":99999999999999999999999,"message":1}"#,
         ] {
-            assert!(matches!(Envelope.decode(frame), Decoded::ForeignId), "{frame}");
+            assert!(
+                matches!(Envelope.decode(frame), Decoded::ForeignId),
+                "{frame}"
+            );
         }
     }
 
     #[test]
     fn pushes_and_garbage() {
-        assert!(matches!(Envelope.decode(r#"{"event":"tick"}"#), Decoded::NoId));
-        assert!(matches!(Envelope.decode(r#"{"id":null,"message":1}"#), Decoded::NoId));
+        assert!(matches!(
+            Envelope.decode(r#"{"event":"tick"}"#),
+            Decoded::NoId
+        ));
+        assert!(matches!(
+            Envelope.decode(r#"{"id":null,"message":1}"#),
+            Decoded::NoId
+        ));
         assert!(matches!(Envelope.decode("[1,2]"), Decoded::NoId));
         assert!(matches!(Envelope.decode("17"), Decoded::NoId));
         assert!(matches!(Envelope.decode("{not json"), Decoded::Malformed));
         assert!(matches!(Envelope.decode(""), Decoded::Malformed));
-        assert!(matches!(Envelope.decode(r#"{"id":1,"id":2}"#), Decoded::Malformed));
-        assert!(matches!(Envelope.decode(r#"{"id":1,"message":}"#), Decoded::Malformed));
+        assert!(matches!(
+            Envelope.decode(r#"{"id":1,"id":2}"#),
+            Decoded::Malformed
+        ));
+        assert!(matches!(
+            Envelope.decode(r#"{"id":1,"message":}"#),
+            Decoded::Malformed
+        ));
     }
 }

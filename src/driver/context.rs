@@ -1,0 +1,454 @@
+//! [`Context`]: the operations on a loop's connections and calls, as callbacks see them.
+//!
+//! Callbacks run on the loop thread with `&mut Context`, so a callback may submit the next call,
+//! cancel another or close a connection. [`EventLoop`](crate::EventLoop) dereferences to
+//! `Context`, so the same methods are called on the loop itself.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Poll, Token};
+use serde::Serialize;
+use slab::Slab;
+use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
+use tungstenite::http::{HeaderName, HeaderValue};
+
+use crate::config::{CallOptions, ConnectionConfig};
+use crate::core::call_id::CallId;
+use crate::core::conn_id::ConnId;
+use crate::core::correlator::Correlator;
+use crate::core::response::Response;
+use crate::core::tick::Clock;
+use crate::core::unmatched::Unmatched;
+use crate::core::wheel::TimerWheel;
+use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
+use crate::error::{DisconnectReason, Error};
+use crate::stats::ConnStats;
+
+/// A call's callback, run once on the loop thread.
+pub(crate) type Callback = Box<dyn FnOnce(&mut Context, Result<Response, Error>)>;
+/// A connection's handler for messages that match no call.
+pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
+
+/// What a connection deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    Connect,
+    Close,
+}
+
+/// The loop's connections and calls: everything a callback may act on.
+///
+/// Obtained as `&mut Context` in callbacks and message handlers, and by dereferencing an
+/// [`EventLoop`](crate::EventLoop).
+pub struct Context {
+    pub(crate) poll: Poll,
+    pub(crate) clock: Clock,
+    pub(crate) conns: Slab<Connection>,
+    pub(crate) calls: Correlator<Callback>,
+    pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
+    /// Unmatched messages for connections with a handler, dispatched after the I/O pass.
+    pub(crate) unmatched: VecDeque<Unmatched>,
+    /// Connections written to during dispatch, flushed once at the end of the turn.
+    pub(crate) to_flush: Vec<usize>,
+    /// Connections whose read budget ran out with data left.
+    pub(crate) to_read: Vec<usize>,
+    /// Callbacks are running: writes are batched until the end of the turn.
+    pub(crate) dispatching: bool,
+    /// The loop is shutting down: every call is refused.
+    pub(crate) shut_down: bool,
+    /// Reused buffer for serializing messages.
+    payload: Vec<u8>,
+}
+
+impl Context {
+    pub(crate) fn new(poll: Poll) -> Self {
+        Context {
+            poll,
+            clock: Clock::new(Instant::now()),
+            conns: Slab::new(),
+            calls: Correlator::new(),
+            conn_timers: TimerWheel::new(),
+            unmatched: VecDeque::new(),
+            to_flush: Vec::new(),
+            to_read: Vec::new(),
+            dispatching: false,
+            shut_down: false,
+            payload: Vec::new(),
+        }
+    }
+
+    /// Opens a connection to a `ws://` URL. Returns at once: the TCP connect and the WebSocket
+    /// handshake proceed inside [`EventLoop::turn`](crate::EventLoop::turn), and calls
+    /// submitted meanwhile wait for the connection to open (their deadlines still run).
+    ///
+    /// The host name is resolved here, with the system resolver, which may block; to keep this
+    /// call free of that, resolve it yourself and use [`connect_addr`](Self::connect_addr).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] if the URL is not `ws://` or its host does not resolve;
+    /// [`Error::Io`] if the socket cannot be created or registered; [`Error::Handshake`] if a
+    /// configured header is not a valid HTTP header.
+    pub fn connect(&mut self, url: &str, config: ConnectionConfig) -> Result<ConnId, Error> {
+        let request = parse_url(url)?;
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| Error::InvalidUrl(format!("{url}: cannot resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| Error::InvalidUrl(format!("{url}: {host} has no address")))?;
+        self.open(request, addr, config)
+    }
+
+    /// Opens a connection to `addr`, using `url` for the handshake's `Host` header and path.
+    /// Nothing blocks: see [`connect`](Self::connect).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), but the host is never resolved.
+    pub fn connect_addr(
+        &mut self,
+        url: &str,
+        addr: SocketAddr,
+        config: ConnectionConfig,
+    ) -> Result<ConnId, Error> {
+        let request = parse_url(url)?;
+        self.open(request, addr, config)
+    }
+
+    fn open(
+        &mut self,
+        mut request: Request,
+        addr: SocketAddr,
+        config: ConnectionConfig,
+    ) -> Result<ConnId, Error> {
+        if self.shut_down {
+            return Err(Error::Shutdown);
+        }
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| Error::Handshake(format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| Error::Handshake(format!("header {name}: {e}")))?;
+            request.headers_mut().append(name, value);
+        }
+        let mut stream = TcpStream::connect(addr)?;
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        self.poll.registry().register(
+            &mut stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let deadline = deadline_tick(&self.clock, config.connect_timeout);
+        let mut conn = Connection::new(stream, request, config);
+        conn.timer = Some(
+            self.conn_timers
+                .insert(deadline, (index, ConnTimer::Connect)),
+        );
+        entry.insert(conn);
+        log::debug!("connection {index}: connecting to {addr}");
+        Ok(ConnId::new(index))
+    }
+
+    /// Submits a call with the connection's default timeout. See [`submit_with`](Self::submit_with).
+    ///
+    /// # Errors
+    /// As [`submit_with`](Self::submit_with).
+    pub fn submit<M, F>(&mut self, conn: ConnId, message: M, callback: F) -> Result<CallId, Error>
+    where
+        M: Serialize,
+        F: FnOnce(&mut Context, Result<Response, Error>) + 'static,
+    {
+        self.submit_with(conn, message, CallOptions::default(), callback)
+    }
+
+    /// Submits a call: `message` is serialized to JSON, stamped with a fresh [`CallId`] by the
+    /// connection's codec and written (or queued until the connection opens). `callback` runs
+    /// exactly once, on the loop thread, during a later [`turn`](crate::EventLoop::turn), with
+    /// the answer or the error that ended the call.
+    ///
+    /// To send JSON you already have as text without re-serializing it, pass a
+    /// [`&RawValue`](serde_json::value::RawValue): it is written verbatim.
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
+    /// use std::time::Duration;
+    /// let options = CallOptions { timeout: Some(Duration::from_millis(200)) };
+    /// ev.submit_with(conn, serde_json::json!({"op": "quote"}), options, |ctx, result| {
+    ///     match result {
+    ///         Ok(resp) => println!("got {}", resp.text()),
+    ///         Err(e) => eprintln!("failed: {e}"),
+    ///     }
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// When it returns an error the call was not submitted and `callback` is dropped unrun:
+    /// [`Error::UnknownConnection`]; [`Error::Closed`] or [`Error::Disconnected`] (or
+    /// [`Error::Handshake`]) if the connection has ended; [`Error::Busy`] past
+    /// [`ConnectionConfig::max_in_flight`] or when the write buffer is full;
+    /// [`Error::Encode`] if `message` does not serialize; [`Error::TooLarge`] past
+    /// [`ConnectionConfig::max_message_size`]; [`Error::Shutdown`] once the loop shuts down.
+    pub fn submit_with<M, F>(
+        &mut self,
+        conn: ConnId,
+        message: M,
+        options: CallOptions,
+        callback: F,
+    ) -> Result<CallId, Error>
+    where
+        M: Serialize,
+        F: FnOnce(&mut Context, Result<Response, Error>) + 'static,
+    {
+        if self.shut_down {
+            return Err(Error::Shutdown);
+        }
+        let index = conn.index();
+        let c = self.conns.get(index).ok_or(Error::UnknownConnection)?;
+        if let Some(ended) = &c.ended {
+            return Err(ended.to_error());
+        }
+        if c.in_flight >= c.config.max_in_flight || !self.calls.has_room() {
+            return Err(Error::Busy);
+        }
+        self.payload.clear();
+        serde_json::to_writer(&mut self.payload, &message).map_err(Error::Encode)?;
+        let payload = std::str::from_utf8(&self.payload).map_err(|_| {
+            Error::Encode(serde::ser::Error::custom(
+                "serializer produced invalid UTF-8",
+            ))
+        })?;
+        let id = self.calls.next_id();
+        let mut frame = String::new();
+        c.config.codec.encode_request(id, payload, &mut frame);
+        if frame.len() > c.config.max_message_size {
+            return Err(Error::TooLarge {
+                size: frame.len(),
+                limit: c.config.max_message_size,
+            });
+        }
+        let timeout = options.timeout.unwrap_or(c.config.default_timeout);
+        let deadline = deadline_tick(&self.clock, timeout);
+        let callback: Callback = Box::new(callback);
+
+        let c = &mut self.conns[index];
+        if !c.writes_now() {
+            let submitted = self
+                .calls
+                .handle_submit(conn, deadline, Some(frame), callback);
+            debug_assert_eq!(submitted, id);
+            c.queued.push_back(id);
+            c.in_flight += 1;
+            let calls = &self.calls;
+            c.compact_queue(|id| calls.is_unsent(id));
+            return Ok(id);
+        }
+        let Socket::Open(ws) = &mut c.socket else {
+            unreachable!("writes_now implies an open socket");
+        };
+        let failure = match write_message(ws, Message::Text(frame.into())) {
+            Ok(()) => None,
+            Err(tungstenite::Error::WriteBufferFull(_)) => return Err(Error::Busy),
+            Err(e) => Some(DisconnectReason::from_ws(&e)),
+        };
+        let submitted = self.calls.handle_submit(conn, deadline, None, callback);
+        debug_assert_eq!(submitted, id);
+        c.in_flight += 1;
+        c.stats.requests_sent += 1;
+        match failure {
+            // The call is registered, so the connection's failure completes it like the others.
+            Some(reason) => self.fail(index, reason),
+            None => self.wrote(index),
+        }
+        Ok(id)
+    }
+
+    /// Cancels a pending call: its callback runs with [`Error::Cancelled`] during the next
+    /// dispatch. A request not yet written is never sent; an answer that arrives later counts as
+    /// a stale message. Returns `false` if the call is not pending (it completed already, or
+    /// its completion is queued: then that completion stands).
+    pub fn cancel(&mut self, call: CallId) -> bool {
+        self.calls.handle_cancel(call)
+    }
+
+    /// Closes a connection with the WebSocket close handshake (RFC 6455 §7.1.2). Every call
+    /// pending on it completes with [`Error::Closed`]; later submits fail with it at once. The
+    /// socket is dropped when the peer answers the close, or after
+    /// [`ConnectionConfig::close_timeout`]. Closing an ended connection does nothing.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
+    pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
+        let index = conn.index();
+        let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
+        if c.ended.is_some() {
+            return Ok(());
+        }
+        c.ended = Some(Ended::Closed);
+        c.queued.clear();
+        self.calls.handle_disconnect(conn, || Error::Closed);
+        if let Some(timer) = c.timer.take() {
+            self.conn_timers.cancel(timer);
+        }
+        log::debug!("connection {index}: closing");
+        let Socket::Open(ws) = &mut c.socket else {
+            // Not open yet: there is no WebSocket to close, only a socket to drop.
+            c.socket = Socket::Gone;
+            return Ok(());
+        };
+        match ws.close(None) {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                log::debug!("connection {index}: close failed: {e}");
+                c.socket = Socket::Gone;
+                return Ok(());
+            }
+        }
+        self.arm_close_timer(index);
+        self.flush(index);
+        Ok(())
+    }
+
+    /// Sets the handler that receives every message on `conn` that matches no pending call
+    /// (server pushes, unknown or stale ids, malformed JSON, binary messages). Without one,
+    /// such messages are counted in [`stats`](Self::stats), logged at `debug` and dropped.
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
+    pub fn set_message_handler<H>(&mut self, conn: ConnId, handler: H) -> Result<(), Error>
+    where
+        H: FnMut(&mut Context, Unmatched) + 'static,
+    {
+        let c = self
+            .conns
+            .get_mut(conn.index())
+            .ok_or(Error::UnknownConnection)?;
+        c.handler = Some(Box::new(handler));
+        Ok(())
+    }
+
+    /// Where the connection is in its life; `None` if it is not a connection of this loop.
+    pub fn state(&self, conn: ConnId) -> Option<ConnState> {
+        self.conns.get(conn.index()).map(Connection::state)
+    }
+
+    /// The connection's counters; `None` if it is not a connection of this loop.
+    pub fn stats(&self, conn: ConnId) -> Option<ConnStats> {
+        self.conns.get(conn.index()).map(|c| c.stats)
+    }
+
+    /// How many calls have not had their callback run yet.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.pending_len() + self.calls.completions_len()
+    }
+
+    /// Whether any call has not had its callback run yet.
+    pub fn has_pending(&self) -> bool {
+        self.pending_calls() > 0
+    }
+
+    /// The earliest instant at which a deadline (of a call or a connection) may fire; a host
+    /// loop that folds rpcloop into its own should wake by then.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let calls = self.calls.next_deadline();
+        let conns = self.conn_timers.next_deadline();
+        let tick = match (calls, conns) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.clock.instant_of(tick).unwrap_or_else(far_future))
+    }
+
+    /// After a write into a connection's buffer: flush now, or at the end of the turn when
+    /// callbacks are running (so a burst of calls leaves in one syscall).
+    fn wrote(&mut self, index: usize) {
+        if self.dispatching {
+            let c = &mut self.conns[index];
+            if !c.dirty {
+                c.dirty = true;
+                self.to_flush.push(index);
+            }
+        } else {
+            self.flush(index);
+        }
+    }
+
+    pub(crate) fn arm_close_timer(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        let deadline = deadline_tick(&self.clock, c.config.close_timeout);
+        if let Some(old) = c
+            .timer
+            .replace(self.conn_timers.insert(deadline, (index, ConnTimer::Close)))
+        {
+            self.conn_timers.cancel(old);
+        }
+    }
+
+    /// Runs every queued completion's callback and every queued unmatched message's handler,
+    /// with no internal borrow held: callbacks may submit, cancel and close freely. Returns how
+    /// many ran.
+    pub(crate) fn dispatch(&mut self) -> usize {
+        self.dispatching = true;
+        let mut ran = 0;
+        loop {
+            if let Some(done) = self.calls.poll_completion() {
+                if let Some(c) = self.conns.get_mut(done.conn.index()) {
+                    c.in_flight -= 1;
+                    if matches!(done.result, Err(Error::Timeout)) {
+                        c.stats.timeouts += 1;
+                    }
+                }
+                log::trace!("call {} completed", done.id);
+                (done.token)(self, done.result);
+                ran += 1;
+            } else if let Some(message) = self.unmatched.pop_front() {
+                let index = message.conn().index();
+                if let Some(mut handler) = self.conns[index].handler.take() {
+                    handler(self, message);
+                    // Keep a handler the callback installed meanwhile.
+                    self.conns[index].handler.get_or_insert(handler);
+                    ran += 1;
+                }
+            } else {
+                break;
+            }
+        }
+        self.dispatching = false;
+        ran
+    }
+}
+
+/// Parses a `ws://` URL into a handshake request.
+fn parse_url(url: &str) -> Result<Request, Error> {
+    let request = url
+        .into_client_request()
+        .map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
+    match request.uri().scheme_str() {
+        Some("ws") => Ok(request),
+        Some("wss") => Err(Error::InvalidUrl(format!(
+            "{url}: wss:// (TLS) is not supported yet; use ws://"
+        ))),
+        _ => Err(Error::InvalidUrl(format!("{url}: expected a ws:// URL"))),
+    }
+}
+
+/// The tick at which something `after` from now is due; saturates for huge durations.
+pub(crate) fn deadline_tick(clock: &Clock, after: Duration) -> u64 {
+    Instant::now()
+        .checked_add(after)
+        .map_or(u64::MAX, |at| clock.deadline_tick(at))
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}

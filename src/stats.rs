@@ -1,0 +1,32 @@
+//! [`ConnStats`]: what went over one connection, counted.
+
+/// Counters of one connection, from [`Context::stats`](crate::Context::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnStats {
+    /// Requests handed to the socket.
+    pub requests_sent: u64,
+    /// Text and binary messages received.
+    pub messages_received: u64,
+    /// Messages that completed a call.
+    pub answers: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// Messages carrying an id this loop never issued.
+    pub unknown_id: u64,
+    /// Messages carrying the id of a call that had already completed (late or duplicate).
+    pub stale_id: u64,
+    /// Valid JSON messages without an id (server pushes).
+    pub no_id: u64,
+    /// Messages that were not valid JSON or not shaped like an answer.
+    pub malformed: u64,
+    /// Binary messages.
+    pub binary: u64,
+}
+
+impl ConnStats {
+    /// Messages that matched no call, whatever the reason.
+    pub fn unmatched(&self) -> u64 {
+        self.unknown_id + self.stale_id + self.no_id + self.malformed + self.binary
+    }
+}

@@ -1,0 +1,154 @@
+//! Scriptable loopback WebSocket servers for the integration tests.
+//!
+//! A [`Server`] listens on 127.0.0.1 port 0 and runs a script (plain blocking tungstenite on
+//! its own thread) against each client it accepts. Scripts use the helpers below to read
+//! requests and write answers in whatever order, shape or timing a test needs. Every socket
+//! has a read timeout, so a script waiting for a client that never comes ends by itself.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rpcloop::{ConnId, ConnectionConfig, EventLoop};
+use serde_json::Value;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// A server thread and its address.
+pub struct Server {
+    pub addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Accepts one client and runs `script` on it.
+    pub fn start(script: impl FnOnce(&mut Ws) + Send + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            stream.set_nodelay(true).unwrap();
+            let config = WebSocketConfig::default().write_buffer_size(1 << 20);
+            let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
+                return;
+            };
+            script(&mut ws);
+        });
+        Server {
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Waits for the script to end (it panics the test if the script panicked).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server script panicked");
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: u64,
+    pub message: Value,
+}
+
+/// Reads the next text message as an envelope request; `None` once the client is gone.
+pub fn read_request(ws: &mut Ws) -> Option<Request> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => {
+                let v: Value = serde_json::from_str(&text).expect("client sent invalid JSON");
+                return Some(Request {
+                    id: v["id"].as_u64().expect("request without id"),
+                    message: v["message"].clone(),
+                });
+            }
+            Ok(Message::Close(_)) => {
+                // Let tungstenite answer the close.
+                let _ = ws.flush();
+                continue;
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reads exactly `n` requests.
+pub fn read_requests(ws: &mut Ws, n: usize) -> Vec<Request> {
+    (0..n)
+        .map(|i| read_request(ws).unwrap_or_else(|| panic!("client left after {i} of {n}")))
+        .collect()
+}
+
+/// Buffers an answer (sent on the next flush).
+pub fn answer(ws: &mut Ws, id: u64, message: &Value) {
+    let text = serde_json::json!({"id": id, "message": message}).to_string();
+    ws.write(Message::text(text)).expect("write answer");
+}
+
+/// Buffers a raw text message.
+pub fn raw(ws: &mut Ws, text: &str) {
+    ws.write(Message::text(text.to_owned())).expect("write raw");
+}
+
+/// Echoes every request back until the client leaves.
+pub fn echo(ws: &mut Ws) {
+    while let Some(req) = read_request(ws) {
+        answer(ws, req.id, &req.message);
+        if ws.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits (reading and answering control frames) until the client closes or goes away.
+pub fn drain_until_closed(ws: &mut Ws) {
+    while read_request(ws).is_some() {}
+}
+
+/// Small deterministic shuffle (xorshift), no dependency.
+pub fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        items.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Turns the loop until `done` holds; panics after a generous wall-clock bound, which only a
+/// hang (a bug) can reach.
+pub fn turn_until(ev: &mut EventLoop, mut done: impl FnMut(&mut EventLoop) -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while !done(ev) {
+        assert!(
+            Instant::now() < give_up,
+            "the loop did not get there within 30 s"
+        );
+        ev.turn(Some(Duration::from_millis(20))).expect("turn");
+    }
+}
+
+/// A loop connected (open) to `server`.
+pub fn connected(server: &Server, config: ConnectionConfig) -> (EventLoop, ConnId) {
+    let mut ev = EventLoop::new().expect("loop");
+    let conn = ev.connect(&server.url(), config).expect("connect");
+    turn_until(&mut ev, |ev| {
+        ev.state(conn) == Some(rpcloop::ConnState::Open)
+    });
+    (ev, conn)
+}
