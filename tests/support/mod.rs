@@ -6,11 +6,13 @@
 //! has a read timeout, so a script waiting for a client that never comes ends by itself.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rpcloop::{ConnId, ConnectionConfig, EventLoop};
+use rpcloop::{ConnId, ConnectionConfig, Context, Error, EventLoop, Response};
 use serde_json::Value;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
@@ -151,4 +153,73 @@ pub fn connected(server: &Server, config: ConnectionConfig) -> (EventLoop, ConnI
         ev.state(conn) == Some(rpcloop::ConnState::Open)
     });
     (ev, conn)
+}
+
+/// What each call of a test got, by call number: every callback appends here, so a test can
+/// assert that each call completed exactly once. Errors are kept as their `Debug` text.
+#[derive(Clone)]
+pub struct Outcomes(Rc<RefCell<Vec<Vec<Outcome>>>>);
+
+/// A call's payload text, or its error's `Debug` text.
+pub type Outcome = Result<String, String>;
+
+impl Outcomes {
+    pub fn new(calls: usize) -> Self {
+        Outcomes(Rc::new(RefCell::new(vec![Vec::new(); calls])))
+    }
+
+    /// The callback for call number `i`: records the payload text or the error.
+    pub fn callback(
+        &self,
+        i: usize,
+    ) -> impl FnOnce(&mut Context, Result<Response, Error>) + 'static {
+        let outcomes = self.0.clone();
+        move |_, result| {
+            let outcome = result
+                .map(|r| r.text().to_owned())
+                .map_err(|e| format!("{e:?}"));
+            outcomes.borrow_mut()[i].push(outcome);
+        }
+    }
+
+    /// Records an outcome for call `i` (for callbacks written by hand).
+    pub fn record(&self, i: usize, result: Result<Response, Error>) {
+        let outcome = result
+            .map(|r| r.text().to_owned())
+            .map_err(|e| format!("{e:?}"));
+        self.0.borrow_mut()[i].push(outcome);
+    }
+
+    /// How many calls have completed at least once.
+    pub fn completed(&self) -> usize {
+        self.0.borrow().iter().filter(|o| !o.is_empty()).count()
+    }
+
+    pub fn all_completed(&self) -> bool {
+        self.completed() == self.0.borrow().len()
+    }
+
+    /// Panics unless every call completed exactly once.
+    pub fn assert_exactly_once(&self) {
+        for (i, outcomes) in self.0.borrow().iter().enumerate() {
+            assert_eq!(
+                outcomes.len(),
+                1,
+                "call {i} completed {} times: {outcomes:?}",
+                outcomes.len()
+            );
+        }
+    }
+
+    /// The one outcome of call `i`.
+    pub fn get(&self, i: usize) -> Result<String, String> {
+        let outcomes = self.0.borrow();
+        assert_eq!(outcomes[i].len(), 1, "call {i}: {:?}", outcomes[i]);
+        outcomes[i][0].clone()
+    }
+
+    /// The one error of call `i` (its `Debug` text); panics if it succeeded.
+    pub fn error(&self, i: usize) -> String {
+        self.get(i).expect_err("expected an error")
+    }
 }
