@@ -16,10 +16,10 @@ use serde_json::value::RawValue;
 pub enum Error {
     /// No answer arrived before the call's deadline.
     Timeout,
-    /// The call was cancelled with [`EventLoop::cancel`](crate::EventLoop::cancel) before its
+    /// The call was cancelled with [`Context::cancel`](crate::Context::cancel) before its
     /// answer arrived.
     Cancelled,
-    /// The connection was closed by this side ([`EventLoop::close`](crate::EventLoop::close)).
+    /// The connection was closed by this side ([`Context::close`](crate::Context::close)).
     Closed,
     /// The connection ended without this side asking for it; the reason says how. A call that had
     /// been written may or may not have been acted on by the server.
@@ -51,7 +51,7 @@ pub enum Error {
     Io(io::Error),
     /// The loop was shut down before the call completed.
     Shutdown,
-    /// The URL given to [`EventLoop::connect`](crate::EventLoop::connect) is not a usable
+    /// The URL given to [`Context::connect`](crate::Context::connect) is not a usable
     /// `ws://` URL, or its host did not resolve.
     InvalidUrl(String),
     /// The connection id does not belong to this loop.

@@ -1,4 +1,79 @@
-//! rpcloop (crate guide comes later)
+//! # rpcloop
+//!
+//! Request/response calls over an asynchronous message channel (a WebSocket), driven by a
+//! runtime-free event loop that you own.
+//!
+//! Over a WebSocket a client sends a message and moves on; the answer comes back later as
+//! another message, maybe out of order, maybe never. rpcloop stamps each request with a
+//! [`CallId`], parks it as a pending call with a deadline, and completes it **exactly once**:
+//! with its answer, with [`Error::Timeout`], or with the error that ended its connection.
+//! Messages that match no pending call (late answers, server pushes, garbage) are counted and
+//! handed to an optional handler; they never break anything.
+//!
+//! There is no async runtime and no hidden thread. One [`mio`] poll drives non-blocking
+//! `tungstenite` WebSockets; your program calls [`EventLoop::turn`] when it wants (sleeping in
+//! it, or busy-polling with a zero timeout) and the callbacks run there, on your thread.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rpcloop::{ConnectionConfig, EventLoop};
+//! # // An echo server on 127.0.0.1, so the example runs anywhere.
+//! # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! # let url = format!("ws://{}/", listener.local_addr().unwrap());
+//! # std::thread::spawn(move || {
+//! #     let mut ws = tungstenite::accept(listener.accept().unwrap().0).unwrap();
+//! #     while let Ok(msg) = ws.read() {
+//! #         if msg.is_text() && ws.send(msg).is_err() { break; }
+//! #     }
+//! # });
+//!
+//! let mut ev = EventLoop::new()?;
+//! // Returns at once; the TCP connect and the handshake happen inside `turn`.
+//! let conn = ev.connect(&url, ConnectionConfig::default())?;
+//!
+//! // The callback runs exactly once, on this thread, during a later `turn`.
+//! ev.submit(conn, serde_json::json!({"op": "ping", "n": 1}), move |ctx, result| {
+//!     let answer = result.expect("an answer");
+//!     println!("answer: {}", answer.text());
+//!     // Callbacks get the loop's context: chaining the next call is the common case.
+//!     ctx.submit(conn, 2, |_, result| {
+//!         let n: u64 = result.unwrap().message().unwrap();
+//!         assert_eq!(n, 2);
+//!     })
+//!     .unwrap();
+//! })?;
+//!
+//! while ev.has_pending() {
+//!     ev.turn(Some(Duration::from_millis(10)))?;
+//! }
+//! # Ok::<(), rpcloop::Error>(())
+//! ```
+//!
+//! ## How it is built
+//!
+//! Two layers. The **core** is sans-IO: the pending table (a slab indexed by the call id),
+//! the timer wheel and the [`Codec`] are plain data
+//! structures driven by values (frames in, millisecond ticks in, completions out); **the core
+//! does no I/O** and is unit-tested with a fake clock. The **driver** is a thin mio shell: it
+//! owns the sockets, moves each connection through connecting, handshaking, open, closing and
+//! closed, and hands frames and time to the core. A turn is: poll (never past the next
+//! deadline), read every ready socket until it would block, fire expired deadlines, then run
+//! the callbacks of completed calls with no internal borrow held.
+//!
+//! ## Guarantees
+//! - Every submitted call completes exactly once: answer, timeout, cancel, disconnect, close or
+//!   shutdown. A `submit` that returns an error did not submit: its callback is dropped unrun.
+//! - An id is never matched to a call it was not issued for: ids carry a generation, so a late
+//!   answer to a timed-out call never completes the newer call that reused its slot.
+//! - Ids never exceed 2^53 - 1, so JavaScript servers echo them back exactly.
+//! - Memory is bounded by [`ConnectionConfig`]: calls in flight, message size, write buffer.
+//! - Nothing a peer sends can panic the loop.
+//! - `turn` spawns no thread and makes no blocking call (host names are resolved in
+//!   [`Context::connect`], before any turn; [`Context::connect_addr`] skips even that).
+//!
+//! WebSocket compression (permessage-deflate) is not offered, and `wss://` is not supported
+//! yet.
+
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

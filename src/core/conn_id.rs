@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The id of one connection on an [`EventLoop`](crate::EventLoop), returned by
-/// [`EventLoop::connect`](crate::EventLoop::connect).
+/// [`Context::connect`](crate::Context::connect).
 ///
 /// It stays valid after the connection closes (the loop then reports its final state and fails
 /// new calls on it at once), and an id is never reused for another connection of the same loop.

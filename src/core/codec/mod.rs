@@ -57,7 +57,7 @@ pub enum Decoded {
 /// Envelope.encode_request(CallId::from_u64(7).unwrap(), r#"{"op":"ping"}"#, &mut out);
 /// assert_eq!(out, r#"{"id":7,"message":{"op":"ping"}}"#);
 /// match Envelope.decode(r#"{"id":7,"message":"pong"}"#) {
-///     Decoded::Answer { id: 7, payload: Some(range) } => assert_eq!(range, 19..25),
+///     Decoded::Answer { id: 7, payload: Some(range) } => assert_eq!(range, 18..24),
 ///     other => panic!("{other:?}"),
 /// }
 /// ```
