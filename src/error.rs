@@ -58,6 +58,9 @@ pub enum Error {
     UnknownConnection,
     /// The message could not be serialized to JSON; nothing was sent.
     Encode(serde_json::Error),
+    /// An answer's payload did not deserialize into the type asked for
+    /// ([`Response::message`](crate::Response::message)).
+    Decode(serde_json::Error),
 }
 
 impl fmt::Display for Error {
@@ -82,6 +85,7 @@ impl fmt::Display for Error {
             Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
             Error::UnknownConnection => f.write_str("no such connection on this event loop"),
             Error::Encode(e) => write!(f, "message could not be encoded as JSON: {e}"),
+            Error::Decode(e) => write!(f, "answer does not have the expected shape: {e}"),
         }
     }
 }
@@ -90,7 +94,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
-            Error::Encode(e) => Some(e),
+            Error::Encode(e) | Error::Decode(e) => Some(e),
             _ => None,
         }
     }

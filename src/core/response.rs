@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tungstenite::Utf8Bytes;
 
 use super::call_id::CallId;
+use crate::error::Error;
 
 /// The answer to a call.
 ///
@@ -14,9 +15,10 @@ use super::call_id::CallId;
 /// nothing is parsed into a tree until [`message`](Self::message) is called.
 ///
 /// ```
-/// # fn show(resp: rpcloop::Response) -> Result<(), serde_json::Error> {
-/// let raw: &str = resp.text();          // the payload's JSON text, borrowed from the frame
-/// let n: u64 = resp.message()?;          // deserialized on request
+/// # fn show(result: Result<rpcloop::Response, rpcloop::Error>) -> Result<(), rpcloop::Error> {
+/// let resp = result?;
+/// let raw: &str = resp.text(); // the payload's JSON text, borrowed from the frame
+/// let n: u64 = resp.message()?; // deserialized on request
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -57,10 +59,13 @@ impl Response {
 
     /// Deserializes the payload. Borrowing types (`&str`, `&RawValue`) borrow from the frame.
     ///
+    /// The error is an [`Error`] like the call's own, so `result.and_then(|r| r.message())`
+    /// reads an answer in one step.
+    ///
     /// # Errors
-    /// The payload does not deserialize into `T`.
-    pub fn message<'de, T: Deserialize<'de>>(&'de self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.text())
+    /// [`Error::Decode`] if the payload does not deserialize into `T`.
+    pub fn message<'de, T: Deserialize<'de>>(&'de self) -> Result<T, Error> {
+        serde_json::from_str(self.text()).map_err(Error::Decode)
     }
 }
 
