@@ -94,3 +94,8 @@ pub use crate::driver::context::Context;
 pub use crate::driver::event_loop::EventLoop;
 pub use crate::error::{DisconnectReason, Error};
 pub use crate::stats::ConnStats;
+
+/// The README's usage example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
