@@ -324,3 +324,65 @@ fn without_a_handler_unmatched_frames_are_counted() {
     let stats = ev.stats(conn).unwrap();
     assert_eq!((stats.no_id, stats.malformed, stats.answers), (50, 50, 1));
 }
+
+#[test]
+fn close_sends_a_normal_close_frame_and_ends_cleanly() {
+    let (tx, rx) = mpsc::channel();
+    let server = Server::start(move |ws| {
+        loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => {
+                    tx.send(frame.map(|f| u16::from(f.code))).unwrap();
+                }
+                Ok(_) => {}
+                Err(_) => return, // the close handshake is done (or the client left)
+            }
+        }
+    });
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let outcomes = Outcomes::new(1);
+    ev.submit(conn, 1, outcomes.callback(0)).unwrap();
+    ev.close(conn).unwrap();
+    assert_eq!(ev.state(conn), Some(ConnState::Closing));
+    turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Closed));
+    assert_eq!(outcomes.error(0), "Closed");
+    assert_eq!(rx.recv().unwrap(), Some(1000));
+    ev.close(conn).unwrap(); // closing again does nothing
+    server.join();
+}
+
+#[test]
+fn configured_headers_go_with_the_handshake() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/feed?x=1", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut seen = None;
+        let callback = |req: &tungstenite::handshake::server::Request,
+                        resp: tungstenite::handshake::server::Response| {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen = Some((req.uri().to_string(), auth));
+            Ok(resp)
+        };
+        let mut ws = tungstenite::accept_hdr(stream, callback).unwrap();
+        echo(&mut ws);
+        seen.unwrap()
+    });
+    let config = ConnectionConfig {
+        headers: vec![("Authorization".into(), "Bearer t0ken".into())],
+        ..Default::default()
+    };
+    let mut ev = EventLoop::new().unwrap();
+    let conn = ev.connect(&url, config).unwrap();
+    let outcomes = Outcomes::new(1);
+    ev.submit(conn, 1, outcomes.callback(0)).unwrap();
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    assert_eq!(outcomes.get(0).unwrap(), "1");
+    drop(ev);
+    let (path, auth) = server.join().unwrap();
+    assert_eq!(path, "/feed?x=1");
+    assert_eq!(auth.as_deref(), Some("Bearer t0ken"));
+}

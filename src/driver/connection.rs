@@ -128,6 +128,14 @@ impl Connection {
         }
     }
 
+    /// Drops the socket and everything only a live connection needs (its buffers, queue and
+    /// message handler), so an ended connection costs a few dozen bytes.
+    pub(crate) fn release(&mut self) {
+        self.socket = Socket::Gone;
+        self.queued = VecDeque::new();
+        self.handler = None;
+    }
+
     /// Whether a new call may be written at once (open, nothing queued ahead of it).
     pub(crate) fn writes_now(&self) -> bool {
         self.ended.is_none() && self.queued.is_empty() && matches!(self.socket, Socket::Open(_))

@@ -16,6 +16,8 @@ use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Request;
 use tungstenite::http::{HeaderName, HeaderValue};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::{CallOptions, ConnectionConfig};
 use crate::core::call_id::CallId;
@@ -302,15 +304,20 @@ impl Context {
         log::debug!("connection {index}: closing");
         let Socket::Open(ws) = &mut c.socket else {
             // Not open yet: there is no WebSocket to close, only a socket to drop.
-            c.socket = Socket::Gone;
+            c.release();
             return Ok(());
         };
-        match ws.close(None) {
+        // RFC 6455 §7.4.1: 1000 indicates a normal closure.
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        match ws.close(Some(frame)) {
             Ok(()) => {}
             Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 log::debug!("connection {index}: close failed: {e}");
-                c.socket = Socket::Gone;
+                c.release();
                 return Ok(());
             }
         }

@@ -255,7 +255,7 @@ impl Context {
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);
         }
-        c.socket = Socket::Gone;
+        c.release();
         log::debug!("connection {index}: closed");
     }
 
@@ -266,8 +266,7 @@ impl Context {
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);
         }
-        c.socket = Socket::Gone;
-        c.queued.clear();
+        c.release();
         if c.ended.is_none() {
             log::debug!("connection {index}: lost: {reason}");
             let ended = Ended::Disconnected(reason);
@@ -283,8 +282,7 @@ impl Context {
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);
         }
-        c.socket = Socket::Gone;
-        c.queued.clear();
+        c.release();
         self.calls
             .handle_disconnect(ConnId::new(index), || Error::Shutdown);
         if c.ended.is_none() {
@@ -300,7 +298,7 @@ impl Context {
                 ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout),
                 ConnTimer::Close => {
                     log::debug!("connection {index}: close timeout, dropping the socket");
-                    self.conns[index].socket = Socket::Gone;
+                    self.conns[index].release();
                 }
             }
         }
