@@ -352,6 +352,7 @@ fn close_sends_a_normal_close_frame_and_ends_cleanly() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // tungstenite's accept_hdr callback signature, not ours
 fn configured_headers_go_with_the_handshake() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/feed?x=1", listener.local_addr().unwrap());
