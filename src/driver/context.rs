@@ -211,36 +211,57 @@ impl Context {
         M: Serialize,
         F: FnOnce(&mut Context, Result<Response, Error>) + 'static,
     {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let submitted = match serde_json::to_writer(&mut payload, &message) {
+            Ok(()) => match std::str::from_utf8(&payload) {
+                Ok(text) => self
+                    .try_submit(conn, text, options, Box::new(callback))
+                    .map_err(|(e, _)| e),
+                Err(_) => Err(Error::Encode(serde::ser::Error::custom(
+                    "serializer produced invalid UTF-8",
+                ))),
+            },
+            Err(e) => Err(Error::Encode(e)),
+        };
+        self.payload = payload;
+        submitted
+    }
+
+    /// Submits a call whose payload is JSON text already. On refusal the callback comes back
+    /// with the error, unrun, for callers that must still complete it (cross-thread submits).
+    pub(crate) fn try_submit(
+        &mut self,
+        conn: ConnId,
+        payload: &str,
+        options: CallOptions,
+        callback: Callback,
+    ) -> Result<CallId, (Error, Callback)> {
         if self.shut_down {
-            return Err(Error::Shutdown);
+            return Err((Error::Shutdown, callback));
         }
         let index = conn.index();
-        let c = self.conns.get(index).ok_or(Error::UnknownConnection)?;
+        let Some(c) = self.conns.get(index) else {
+            return Err((Error::UnknownConnection, callback));
+        };
         if let Some(ended) = &c.ended {
-            return Err(ended.to_error());
+            return Err((ended.to_error(), callback));
         }
         if c.in_flight >= c.config.max_in_flight || !self.calls.has_room() {
-            return Err(Error::Busy);
+            return Err((Error::Busy, callback));
         }
-        self.payload.clear();
-        serde_json::to_writer(&mut self.payload, &message).map_err(Error::Encode)?;
-        let payload = std::str::from_utf8(&self.payload).map_err(|_| {
-            Error::Encode(serde::ser::Error::custom(
-                "serializer produced invalid UTF-8",
-            ))
-        })?;
         let id = self.calls.next_id();
         let mut frame = String::new();
         c.config.codec.encode_request(id, payload, &mut frame);
         if frame.len() > c.config.max_message_size {
-            return Err(Error::TooLarge {
+            let error = Error::TooLarge {
                 size: frame.len(),
                 limit: c.config.max_message_size,
-            });
+            };
+            return Err((error, callback));
         }
         let timeout = options.timeout.unwrap_or(c.config.default_timeout);
         let deadline = deadline_tick(&self.clock, timeout);
-        let callback: Callback = Box::new(callback);
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
@@ -259,7 +280,7 @@ impl Context {
         };
         let failure = match write_message(ws, Message::Text(frame.into())) {
             Ok(()) => None,
-            Err(tungstenite::Error::WriteBufferFull(_)) => return Err(Error::Busy),
+            Err(tungstenite::Error::WriteBufferFull(_)) => return Err((Error::Busy, callback)),
             Err(e) => Some(DisconnectReason::from_ws(&e)),
         };
         let submitted = self.calls.handle_submit(conn, deadline, None, callback);
