@@ -89,9 +89,11 @@ pub use crate::core::codec::{Codec, Decoded, Envelope};
 pub use crate::core::conn_id::ConnId;
 pub use crate::core::response::Response;
 pub use crate::core::unmatched::{Unmatched, UnmatchedReason};
+pub use crate::driver::call_slot::PendingCall;
 pub use crate::driver::connection::ConnState;
 pub use crate::driver::context::Context;
 pub use crate::driver::event_loop::EventLoop;
+pub use crate::driver::handle::Handle;
 pub use crate::error::{DisconnectReason, Error};
 pub use crate::stats::ConnStats;
 

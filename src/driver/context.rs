@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -27,7 +28,9 @@ use crate::core::response::Response;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
+use crate::driver::WAKER;
 use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
+use crate::driver::handle::{Command, Handle, Shared};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -65,11 +68,16 @@ pub struct Context {
     pub(crate) shut_down: bool,
     /// Reused buffer for serializing messages.
     payload: Vec<u8>,
+    /// What the loop shares with its handles.
+    pub(crate) shared: Arc<Shared>,
+    /// Commands taken from the handles' queue and not yet run (past one turn's cap).
+    pub(crate) backlog: VecDeque<Command>,
 }
 
 impl Context {
-    pub(crate) fn new(poll: Poll) -> Self {
-        Context {
+    pub(crate) fn new(poll: Poll) -> std::io::Result<Self> {
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        Ok(Context {
             poll,
             clock: Clock::new(Instant::now()),
             conns: Slab::new(),
@@ -81,7 +89,14 @@ impl Context {
             dispatching: false,
             shut_down: false,
             payload: Vec::new(),
-        }
+            shared: Arc::new(Shared::new(waker)),
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// A handle through which other threads make calls on this loop.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
     }
 
     /// Opens a connection to a `ws://` URL. Returns at once: the TCP connect and the WebSocket
@@ -155,6 +170,7 @@ impl Context {
                 .insert(deadline, (index, ConnTimer::Connect)),
         );
         entry.insert(conn);
+        self.publish_state(index);
         log::debug!("connection {index}: connecting to {addr}");
         Ok(ConnId::new(index))
     }
@@ -323,10 +339,19 @@ impl Context {
             self.conn_timers.cancel(timer);
         }
         log::debug!("connection {index}: closing");
+        self.close_socket(index);
+        self.publish_state(index);
+        Ok(())
+    }
+
+    /// Starts the close handshake on an ended connection's socket, or drops a socket that
+    /// never opened.
+    fn close_socket(&mut self, index: usize) {
+        let c = &mut self.conns[index];
         let Socket::Open(ws) = &mut c.socket else {
             // Not open yet: there is no WebSocket to close, only a socket to drop.
             c.release();
-            return Ok(());
+            return;
         };
         // RFC 6455 §7.4.1: 1000 indicates a normal closure.
         let frame = CloseFrame {
@@ -339,12 +364,11 @@ impl Context {
             Err(e) => {
                 log::debug!("connection {index}: close failed: {e}");
                 c.release();
-                return Ok(());
+                return;
             }
         }
         self.arm_close_timer(index);
         self.flush(index);
-        Ok(())
     }
 
     /// Sets the handler that receives every message on `conn` that matches no pending call

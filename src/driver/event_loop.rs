@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
+use crate::driver::WAKER;
 use crate::driver::context::Context;
 use crate::error::Error;
 
@@ -39,7 +40,7 @@ impl EventLoop {
     /// [`Error::Io`] if the OS poller (epoll, kqueue) cannot be created.
     pub fn new() -> Result<Self, Error> {
         Ok(EventLoop {
-            ctx: Context::new(Poll::new()?),
+            ctx: Context::new(Poll::new()?)?,
             events: Events::with_capacity(256),
         })
     }
@@ -55,7 +56,8 @@ impl EventLoop {
     /// [`Error::Io`] if polling fails (an interrupted poll is not an error: it returns `Ok`).
     pub fn turn(&mut self, timeout: Option<Duration>) -> Result<usize, Error> {
         let ctx = &mut self.ctx;
-        let timeout = if !ctx.to_read.is_empty() || ctx.calls.completions_len() > 0 {
+        let busy = !ctx.to_read.is_empty() || !ctx.backlog.is_empty();
+        let timeout = if busy || ctx.calls.completions_len() > 0 {
             Some(Duration::ZERO)
         } else {
             match ctx.next_deadline() {
@@ -71,8 +73,15 @@ impl EventLoop {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+        let mut woken = false;
         for event in self.events.iter() {
-            ctx.handle_ready(event.token().0);
+            match event.token() {
+                WAKER => woken = true,
+                token => ctx.handle_ready(token.0),
+            }
+        }
+        if woken || !ctx.backlog.is_empty() {
+            ctx.drain_commands();
         }
         for index in std::mem::take(&mut ctx.to_read) {
             ctx.conns[index].read_again = false;
@@ -100,6 +109,7 @@ impl EventLoop {
             return;
         }
         ctx.shut_down = true;
+        ctx.shut_down_commands();
         for index in 0..ctx.conns.capacity() {
             if ctx.conns.contains(index) {
                 ctx.shut_down_conn(index);

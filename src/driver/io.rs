@@ -17,7 +17,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::core::conn_id::ConnId;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{Ended, Socket, write_message};
+use crate::driver::connection::{ConnState, Ended, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
 use crate::error::{DisconnectReason, Error};
 
@@ -112,6 +112,8 @@ impl Context {
             self.conn_timers.cancel(timer);
         }
         c.socket = Socket::Open(Box::new(ws));
+        self.shared.publish_state(index, ConnState::Open);
+        let c = &mut self.conns[index];
         log::debug!("connection {index}: open, {} queued calls", c.queued.len());
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
@@ -224,6 +226,7 @@ impl Context {
             .handle_disconnect(ConnId::new(index), || error.to_error());
         c.ended = Some(error);
         self.arm_close_timer(index);
+        self.publish_state(index);
     }
 
     /// Writes out what waits in the connection's buffer; asks for WRITABLE while some remains.
@@ -256,6 +259,7 @@ impl Context {
             self.conn_timers.cancel(timer);
         }
         c.release();
+        self.publish_state(index);
         log::debug!("connection {index}: closed");
     }
 
@@ -274,6 +278,7 @@ impl Context {
                 .handle_disconnect(ConnId::new(index), || ended.to_error());
             c.ended = Some(ended);
         }
+        self.publish_state(index);
     }
 
     /// The loop shuts down: fail the connection's calls with [`Error::Shutdown`], drop it.
@@ -288,6 +293,7 @@ impl Context {
         if c.ended.is_none() {
             c.ended = Some(Ended::Closed);
         }
+        self.publish_state(index);
     }
 
     /// Fires connection deadlines due at tick `now`.
@@ -299,6 +305,7 @@ impl Context {
                 ConnTimer::Close => {
                     log::debug!("connection {index}: close timeout, dropping the socket");
                     self.conns[index].release();
+                    self.publish_state(index);
                 }
             }
         }

@@ -1,14 +1,14 @@
 //! The driver: a thin mio shell that owns the sockets and feeds the sans-IO core.
 //!
 //! The token plan, in one place: connection `k` (its index in the loop's connection slab) is
-//! registered as `Token(k)`. Tokens at and above [`RESERVED_TOKENS`] are kept for the loop's
-//! own sources (the cross-thread waker).
+//! registered as `Token(k)`; the cross-thread waker is [`WAKER`], an index no slab reaches.
 
+pub(crate) mod call_slot;
 pub(crate) mod connection;
 pub(crate) mod context;
 pub(crate) mod event_loop;
+pub(crate) mod handle;
 mod io;
 
-/// The first token not used for connections.
-#[allow(dead_code)]
-pub(crate) const RESERVED_TOKENS: usize = usize::MAX - 16;
+/// The token of the loop's `mio::Waker`, through which handles wake it.
+pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX);

@@ -71,13 +71,7 @@ pub struct Request {
 pub fn read_request(ws: &mut Ws) -> Option<Request> {
     loop {
         match ws.read() {
-            Ok(Message::Text(text)) => {
-                let v: Value = serde_json::from_str(&text).expect("client sent invalid JSON");
-                return Some(Request {
-                    id: v["id"].as_u64().expect("request without id"),
-                    message: v["message"].clone(),
-                });
-            }
+            Ok(Message::Text(text)) => return Some(parse_request(&text)),
             Ok(Message::Close(_)) => {
                 // Let tungstenite answer the close.
                 let _ = ws.flush();
@@ -85,6 +79,43 @@ pub fn read_request(ws: &mut Ws) -> Option<Request> {
             }
             Ok(_) => continue,
             Err(_) => return None,
+        }
+    }
+}
+
+fn parse_request(text: &str) -> Request {
+    let v: Value = serde_json::from_str(text).expect("client sent invalid JSON");
+    Request {
+        id: v["id"].as_u64().expect("request without id"),
+        message: v["message"].clone(),
+    }
+}
+
+/// Echoes in shuffled batches until the client leaves: waits for one request, takes every
+/// other one that has already arrived, and answers them all in random order in one write.
+pub fn shuffling_echo(ws: &mut Ws) {
+    let mut seed = 0x5EED_u64;
+    while let Some(first) = read_request(ws) {
+        let mut batch = vec![first];
+        ws.get_mut().set_nonblocking(true).unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Text(text)) => batch.push(parse_request(&text)),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        ws.get_mut().set_nonblocking(false).unwrap();
+        seed += 1;
+        shuffle(&mut batch, seed);
+        for req in &batch {
+            answer(ws, req.id, &req.message);
+        }
+        if ws.flush().is_err() {
+            return;
         }
     }
 }

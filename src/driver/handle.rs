@@ -1,0 +1,281 @@
+//! [`Handle`]: calls from other threads, through a queue that wakes the loop.
+//!
+//! Other threads push commands on one mutex-guarded queue and wake the loop with the poll's
+//! `mio::Waker`. Wake-ups are coalesced: only the push that finds the queue empty wakes, since
+//! the loop takes the whole queue at once (a swap under the lock) and the next push finds it
+//! empty again. The loop runs at most [`DRAIN_CAP`] commands a turn and keeps the rest for the
+//! next turn, which then does not sleep, so one busy producer cannot starve the sockets.
+//! Results cross back through each call's [`Slot`](super::call_slot).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+
+use crate::config::CallOptions;
+use crate::core::conn_id::ConnId;
+use crate::core::response::Response;
+use crate::driver::call_slot::{PendingCall, Slot};
+use crate::driver::connection::ConnState;
+use crate::driver::context::Context;
+use crate::error::Error;
+
+/// Commands one turn runs at most; the rest wait for the next turn.
+const DRAIN_CAP: usize = 1_024;
+
+/// A callback that may be sent to the loop thread.
+type SendCallback = Box<dyn FnOnce(&mut Context, Result<Response, Error>) + Send>;
+
+/// What another thread asks of the loop.
+pub(crate) enum Command {
+    Submit {
+        conn: ConnId,
+        payload: String,
+        options: CallOptions,
+        callback: SendCallback,
+        /// The slot of a [`PendingCall`], to record the call's id in (for cancelling).
+        slot: Option<Arc<Slot>>,
+    },
+    Cancel(Arc<Slot>),
+    Close(ConnId),
+}
+
+struct Queue {
+    commands: VecDeque<Command>,
+    /// Set by the loop's shutdown: from then on nothing is queued.
+    shut_down: bool,
+}
+
+/// The part of a loop that other threads share.
+pub(crate) struct Shared {
+    queue: Mutex<Queue>,
+    waker: mio::Waker,
+    /// Each connection's state, published by the loop when it changes.
+    states: Mutex<Vec<Option<ConnState>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a push, a pop or a swap: a panic cannot leave it half
+    // done, so a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Shared {
+            queue: Mutex::new(Queue {
+                commands: VecDeque::new(),
+                shut_down: false,
+            }),
+            waker,
+            states: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues a command for the loop; gives it back if the loop has shut down.
+    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
+        let was_empty = {
+            let mut queue = lock(&self.queue);
+            if queue.shut_down {
+                return Err(command);
+            }
+            queue.commands.push_back(command);
+            queue.commands.len() == 1
+        };
+        if was_empty {
+            // Fails only if the poller is gone, which happens after shutdown drained the queue.
+            if let Err(e) = self.waker.wake() {
+                log::debug!("waking the loop failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn publish_state(&self, index: usize, state: ConnState) {
+        let mut states = lock(&self.states);
+        if states.len() <= index {
+            states.resize(index + 1, None);
+        }
+        states[index] = Some(state);
+    }
+}
+
+/// Submits calls to an [`EventLoop`](crate::EventLoop) from any thread.
+///
+/// Cheap to clone (one `Arc`), `Send + Sync`. Calls made through it cross to the loop through a
+/// queue and are written during the loop's next [`turn`](crate::EventLoop::turn): the loop's
+/// thread must keep turning for them to progress. When the loop shuts down or is dropped,
+/// every call made through any handle completes with [`Error::Shutdown`], and later calls fail
+/// with it at once.
+///
+/// ```no_run
+/// # fn f(ev: &mut rpcloop::EventLoop, conn: rpcloop::ConnId) {
+/// let handle = ev.handle();
+/// std::thread::spawn(move || {
+///     let answer = handle.call(conn, serde_json::json!({"op": "ping"})).wait();
+///     println!("{answer:?}");
+/// });
+/// // ... and the loop's thread keeps calling ev.turn(..).
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Handle { shared }
+    }
+
+    /// Makes a call with the connection's default timeout. See [`call_with`](Self::call_with).
+    pub fn call<M: Serialize>(&self, conn: ConnId, message: M) -> PendingCall {
+        self.call_with(conn, message, CallOptions::default())
+    }
+
+    /// Makes a call: `message` is serialized on this thread, then handed to the loop. The
+    /// returned [`PendingCall`] is a `Future` and can be waited on; it completes exactly once,
+    /// with the answer or with the same errors as
+    /// [`Context::submit_with`](crate::Context::submit_with) (a refusal arrives as the result).
+    pub fn call_with<M: Serialize>(
+        &self,
+        conn: ConnId,
+        message: M,
+        options: CallOptions,
+    ) -> PendingCall {
+        let payload = match serde_json::to_string(&message) {
+            Ok(payload) => payload,
+            Err(e) => return PendingCall::failed(Error::Encode(e)),
+        };
+        let slot = Arc::new(Slot::default());
+        let completes = slot.clone();
+        let command = Command::Submit {
+            conn,
+            payload,
+            options,
+            callback: Box::new(move |_, result| completes.complete(result)),
+            slot: Some(slot.clone()),
+        };
+        match self.shared.send(command) {
+            Ok(()) => PendingCall::new(slot, self.shared.clone()),
+            Err(_) => PendingCall::failed(Error::Shutdown),
+        }
+    }
+
+    /// Submits a call whose `callback` runs on the loop thread, exactly once, like one given
+    /// to [`Context::submit`](crate::Context::submit). A refusal by the loop (connection
+    /// closed, busy...) reaches the callback as its result.
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if `message` does not serialize, [`Error::Shutdown`] if the loop has
+    /// shut down; in both cases the callback is dropped unrun.
+    pub fn submit<M, F>(&self, conn: ConnId, message: M, callback: F) -> Result<(), Error>
+    where
+        M: Serialize,
+        F: FnOnce(&mut Context, Result<Response, Error>) + Send + 'static,
+    {
+        let payload = serde_json::to_string(&message).map_err(Error::Encode)?;
+        let command = Command::Submit {
+            conn,
+            payload,
+            options: CallOptions::default(),
+            callback: Box::new(callback),
+            slot: None,
+        };
+        self.shared.send(command).map_err(|_| Error::Shutdown)
+    }
+
+    /// Asks the loop to close a connection (see [`Context::close`](crate::Context::close)).
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] if the loop has shut down.
+    pub fn close(&self, conn: ConnId) -> Result<(), Error> {
+        self.shared
+            .send(Command::Close(conn))
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// The connection's state as the loop last published it; `None` for an unknown connection.
+    pub fn state(&self, conn: ConnId) -> Option<ConnState> {
+        lock(&self.shared.states)
+            .get(conn.index())
+            .cloned()
+            .flatten()
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// Runs queued commands from other threads: everything queued, up to [`DRAIN_CAP`] a turn.
+    /// Writes are batched and flushed at the end of the turn.
+    pub(crate) fn drain_commands(&mut self) {
+        if self.backlog.is_empty() {
+            let mut queue = lock(&self.shared.queue);
+            std::mem::swap(&mut queue.commands, &mut self.backlog);
+        }
+        self.dispatching = true;
+        for _ in 0..DRAIN_CAP {
+            let Some(command) = self.backlog.pop_front() else {
+                break;
+            };
+            self.run_command(command);
+        }
+        self.dispatching = false;
+    }
+
+    fn run_command(&mut self, command: Command) {
+        match command {
+            Command::Submit {
+                conn,
+                payload,
+                options,
+                callback,
+                slot,
+            } => match self.try_submit(conn, &payload, options, callback) {
+                Ok(id) => {
+                    if let Some(slot) = slot {
+                        slot.set_id(id);
+                    }
+                }
+                // The caller is on another thread: the refusal is the call's one completion.
+                Err((error, callback)) => callback(self, Err(error)),
+            },
+            Command::Cancel(slot) => {
+                if let Some(id) = slot.live_id() {
+                    self.cancel(id);
+                }
+            }
+            Command::Close(conn) => {
+                if let Err(e) = self.close(conn) {
+                    log::debug!("close from a handle: {e}");
+                }
+            }
+        }
+    }
+
+    /// Refuses further commands and completes every queued call with [`Error::Shutdown`].
+    pub(crate) fn shut_down_commands(&mut self) {
+        let queued = {
+            let mut queue = lock(&self.shared.queue);
+            queue.shut_down = true;
+            std::mem::take(&mut queue.commands)
+        };
+        let mut commands = std::mem::take(&mut self.backlog);
+        commands.extend(queued);
+        for command in commands {
+            if let Command::Submit { callback, .. } = command {
+                callback(self, Err(Error::Shutdown));
+            }
+        }
+    }
+
+    /// Publishes connection `index`'s state for [`Handle::state`].
+    pub(crate) fn publish_state(&self, index: usize) {
+        self.shared.publish_state(index, self.conns[index].state());
+    }
+}
