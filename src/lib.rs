@@ -49,6 +49,37 @@
 //! # Ok::<(), rpcloop::Error>(())
 //! ```
 //!
+//! ## From other threads
+//!
+//! [`EventLoop::handle`](Context::handle) gives a [`Handle`] (`Send + Sync + Clone`) through
+//! which any thread makes calls; the loop's thread keeps turning. A call is a [`PendingCall`]:
+//! a runtime-agnostic `Future`, or something to block on.
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use rpcloop::{ConnectionConfig, EventLoop};
+//! # let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! # let url = format!("ws://{}/", listener.local_addr().unwrap());
+//! # std::thread::spawn(move || {
+//! #     let mut ws = tungstenite::accept(listener.accept().unwrap().0).unwrap();
+//! #     while let Ok(msg) = ws.read() {
+//! #         if msg.is_text() && ws.send(msg).is_err() { break; }
+//! #     }
+//! # });
+//! let mut ev = EventLoop::new()?;
+//! let conn = ev.connect(&url, ConnectionConfig::default())?;
+//! let handle = ev.handle();
+//! let worker = std::thread::spawn(move || {
+//!     // Blocks this thread only; `.await` works as well, under any executor.
+//!     handle.call(conn, 7).wait().and_then(|resp| resp.message::<u64>())
+//! });
+//! while !worker.is_finished() {
+//!     ev.turn(Some(Duration::from_millis(10)))?;
+//! }
+//! assert_eq!(worker.join().unwrap()?, 7);
+//! # Ok::<(), rpcloop::Error>(())
+//! ```
+//!
 //! ## How it is built
 //!
 //! Two layers. The **core** is sans-IO: the pending table (a slab indexed by the call id),
@@ -58,7 +89,9 @@
 //! owns the sockets, moves each connection through connecting, handshaking, open, closing and
 //! closed, and hands frames and time to the core. A turn is: poll (never past the next
 //! deadline), read every ready socket until it would block, fire expired deadlines, then run
-//! the callbacks of completed calls with no internal borrow held.
+//! the callbacks of completed calls with no internal borrow held. Other threads reach the loop
+//! through a queue and a `mio::Waker` (one wake per batch), and get their results back through
+//! a per-call slot that wakes the waiting task or thread.
 //!
 //! ## Guarantees
 //! - Every submitted call completes exactly once: answer, timeout, cancel, disconnect, close or
