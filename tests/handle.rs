@@ -262,3 +262,84 @@ fn stress_submit_cancel_drop_from_several_threads() {
     assert_eq!(stats.unknown_id, 0);
     assert_eq!(ev.next_deadline(), None);
 }
+
+/// More commands than one turn runs (1,024), then more while the rest wait: every push must
+/// still be taken. A loop that only ran its leftovers after the wake-up lost later commands
+/// for good, since no push wakes it while the queue is not empty.
+#[test]
+fn bursts_beyond_the_per_turn_cap_lose_no_command() {
+    let server = Server::start(echo);
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let handle = ev.handle();
+    let done = Arc::new(AtomicUsize::new(0));
+    let submit = |n: usize| {
+        for i in 0..n {
+            let done = done.clone();
+            handle
+                .submit(conn, i, move |_, r| {
+                    r.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                })
+                .unwrap();
+        }
+    };
+    submit(3_000);
+    ev.turn(Some(Duration::ZERO)).unwrap(); // runs 1,024, keeps the rest
+    submit(3_000); // the first of these wakes the loop; the others find the queue busy
+    turn_until(&mut ev, |_| done.load(Ordering::Relaxed) == 6_000);
+    let worker =
+        std::thread::spawn(move || handle.call(conn, 1).wait_timeout(Duration::from_secs(20)));
+    let last = drive_until_joined(&mut ev, vec![worker]).pop().unwrap();
+    assert!(last.is_ok(), "{last:?}");
+}
+
+struct CountingWaker(AtomicUsize);
+impl futures::task::ArcWake for CountingWaker {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A task that moved between polls registered a new waker: the new one must be woken.
+#[test]
+fn the_latest_waker_is_the_one_woken() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let server = Server::start(echo);
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let mut call = ev.handle().call(conn, 5);
+    let first = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let second = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let first_waker = futures::task::waker(first.clone());
+    let second_waker = futures::task::waker(second.clone());
+    let pinned = std::pin::Pin::new(&mut call);
+    assert!(
+        pinned
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending()
+    );
+    let pinned = std::pin::Pin::new(&mut call);
+    assert!(
+        pinned
+            .poll(&mut Context::from_waker(&second_waker))
+            .is_pending()
+    );
+    turn_until(&mut ev, |_| second.0.load(Ordering::SeqCst) == 1);
+    assert_eq!(first.0.load(Ordering::SeqCst), 0);
+    let pinned = std::pin::Pin::new(&mut call);
+    match pinned.poll(&mut Context::from_waker(&second_waker)) {
+        Poll::Ready(r) => assert_eq!(r.unwrap().text(), "5"),
+        Poll::Pending => panic!("woken but not ready"),
+    }
+}
+
+#[test]
+#[should_panic(expected = "already returned")]
+fn waiting_after_the_future_returned_ready_panics_instead_of_hanging() {
+    let server = Server::start(echo);
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let mut call = ev.handle().call(conn, 1);
+    turn_until(&mut ev, |_| call.is_complete());
+    assert!(futures::executor::block_on(&mut call).is_ok());
+    let _ = call.wait();
+}

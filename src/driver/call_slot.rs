@@ -107,11 +107,17 @@ impl PendingCall {
 
     /// Blocks the calling thread until the call completes.
     ///
+    /// Never call it on the loop's own thread: the loop would not turn, and the call would
+    /// never complete.
+    ///
+    /// # Panics
+    /// If the result was already returned by polling this call as a future.
+    ///
     /// # Errors
     /// The call's error: [`Error::Timeout`], [`Error::Disconnected`], [`Error::Shutdown`]...
     pub fn wait(self) -> Result<Response, Error> {
         let mut state = self.slot.lock();
-        while state.result.is_none() {
+        while !state.completed {
             state = self
                 .slot
                 .done
@@ -124,12 +130,17 @@ impl PendingCall {
     /// Blocks until the call completes or `timeout` passes. When the wait times out first, the
     /// call is cancelled (it does not linger in the loop) and the result is [`Error::Timeout`].
     ///
+    /// Like [`wait`](Self::wait), never on the loop's own thread.
+    ///
+    /// # Panics
+    /// If the result was already returned by polling this call as a future.
+    ///
     /// # Errors
     /// The call's error, or [`Error::Timeout`] when the wait ran out.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Response, Error> {
         let give_up = Instant::now().checked_add(timeout);
         let mut state = self.slot.lock();
-        while state.result.is_none() {
+        while !state.completed {
             let left = match give_up {
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::MAX,
@@ -153,8 +164,12 @@ impl PendingCall {
     }
 }
 
+/// The result of a completed call; it is handed out once.
 fn take_result(state: &mut SlotState) -> Result<Response, Error> {
-    state.result.take().unwrap_or(Err(Error::Shutdown)) // taken already: only after a poll returned Ready
+    state
+        .result
+        .take()
+        .expect("PendingCall's result was already returned (polled after Ready)")
 }
 
 impl Future for PendingCall {
@@ -162,7 +177,7 @@ impl Future for PendingCall {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let mut state = self.slot.lock();
-        if state.result.is_some() {
+        if state.completed {
             return Poll::Ready(take_result(&mut state));
         }
         // Honour a waker that changed between polls (the task moved to another worker).

@@ -2,8 +2,8 @@
 //!
 //! Other threads push commands on one mutex-guarded queue and wake the loop with the poll's
 //! `mio::Waker`. Wake-ups are coalesced: only the push that finds the queue empty wakes, since
-//! the loop takes the whole queue at once (a swap under the lock) and the next push finds it
-//! empty again. The loop runs at most [`DRAIN_CAP`] commands a turn and keeps the rest for the
+//! every drain takes the whole queue at once (a swap under the lock) and the next push finds it
+//! empty again. For that to hold, a drain must take the queue every time, leftovers or not. The loop runs at most [`DRAIN_CAP`] commands a turn and keeps the rest for the
 //! next turn, which then does not sleep, so one busy producer cannot starve the sockets.
 //! Results cross back through each call's [`Slot`](super::call_slot).
 
@@ -214,9 +214,16 @@ impl Context {
     /// Runs queued commands from other threads: everything queued, up to [`DRAIN_CAP`] a turn.
     /// Writes are batched and flushed at the end of the turn.
     pub(crate) fn drain_commands(&mut self) {
-        if self.backlog.is_empty() {
+        // Always take the shared queue, even with leftovers from the last turn: a producer
+        // wakes the loop only when it finds the queue empty, so commands left in it would
+        // never be taken (a lost wake-up).
+        {
             let mut queue = lock(&self.shared.queue);
-            std::mem::swap(&mut queue.commands, &mut self.backlog);
+            if self.backlog.is_empty() {
+                std::mem::swap(&mut queue.commands, &mut self.backlog);
+            } else {
+                self.backlog.extend(queue.commands.drain(..));
+            }
         }
         self.dispatching = true;
         for _ in 0..DRAIN_CAP {
