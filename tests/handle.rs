@@ -343,3 +343,13 @@ fn waiting_after_the_future_returned_ready_panics_instead_of_hanging() {
     assert!(futures::executor::block_on(&mut call).is_ok());
     let _ = call.wait();
 }
+
+#[test]
+fn handles_and_pending_calls_cross_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone>() {}
+    fn send<T: Send>() {}
+    send_sync_clone::<rpcloop::Handle>();
+    send::<rpcloop::PendingCall>();
+    send::<rpcloop::Response>();
+    send::<rpcloop::Error>();
+}
