@@ -164,14 +164,16 @@ fn a_failing_write_leaves_no_pending_call_behind() {
     let (mut ev, conn) = connected(&server, ConnectionConfig::default());
     let outcomes = Outcomes::new(200);
     ev.submit(conn, 0, outcomes.callback(0)).unwrap();
+    ev.flush(); // we wait on the server below, without turning
     gone_rx.recv().unwrap();
     server.join();
-    // Keep writing into the dead socket without turning: the writes start failing (EPIPE or
-    // reset), and every call, whether refused at once or registered, ends exactly once.
+    // Keep writing into the dead socket without turning (flushing each call out at once): the
+    // writes start failing (EPIPE or reset), and every call, whether refused at once or
+    // registered, ends exactly once.
     let mut refused = 0;
     for i in 1..200 {
         match ev.submit(conn, i, outcomes.callback(i)) {
-            Ok(_) => {}
+            Ok(_) => ev.flush(),
             Err(Error::Disconnected(_)) => {
                 refused += 1;
                 outcomes.record(i, Err(Error::Closed)); // stands in for the callback that was dropped

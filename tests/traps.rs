@@ -68,6 +68,7 @@ fn an_answer_and_its_deadline_in_the_same_turn_complete_once() {
     ev.submit_with(conn, "both", options, outcomes.callback(0))
         .unwrap();
     // Do not turn until the answer sits in our socket and the deadline has passed.
+    ev.flush();
     answered_rx.recv().unwrap();
     std::thread::sleep(Duration::from_millis(120));
     ev.turn(Some(Duration::ZERO)).unwrap();

@@ -58,12 +58,11 @@ pub struct Context {
     pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
     /// Unmatched messages for connections with a handler, dispatched after the I/O pass.
     pub(crate) unmatched: VecDeque<Unmatched>,
-    /// Connections written to during dispatch, flushed once at the end of the turn.
+    /// Connections with calls written into their buffer but not yet to the socket: flushed
+    /// once at the start and at the end of each turn, or by [`Context::flush`].
     pub(crate) to_flush: Vec<usize>,
     /// Connections whose read budget ran out with data left.
     pub(crate) to_read: Vec<usize>,
-    /// Callbacks are running: writes are batched until the end of the turn.
-    pub(crate) dispatching: bool,
     /// The loop is shutting down: every call is refused.
     pub(crate) shut_down: bool,
     /// Reused buffer for serializing messages.
@@ -86,7 +85,6 @@ impl Context {
             unmatched: VecDeque::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
-            dispatching: false,
             shut_down: false,
             payload: Vec::new(),
             shared: Arc::new(Shared::new(waker)),
@@ -188,7 +186,10 @@ impl Context {
     }
 
     /// Submits a call: `message` is serialized to JSON, stamped with a fresh [`CallId`] by the
-    /// connection's codec and written (or queued until the connection opens). `callback` runs
+    /// connection's codec and buffered (or queued until the connection opens). Buffered calls
+    /// reach the socket together, at the start of the next [`turn`](crate::EventLoop::turn)
+    /// (or at the end of the current one, for calls made by callbacks), or at once with
+    /// [`flush`](Self::flush). `callback` runs
     /// exactly once, on the loop thread, during a later [`turn`](crate::EventLoop::turn), with
     /// the answer or the error that ended the call.
     ///
@@ -368,7 +369,7 @@ impl Context {
             }
         }
         self.arm_close_timer(index);
-        self.flush(index);
+        self.flush_conn(index);
     }
 
     /// Sets the handler that receives every message on `conn` that matches no pending call
@@ -421,17 +422,25 @@ impl Context {
         Some(self.clock.instant_of(tick).unwrap_or_else(far_future))
     }
 
-    /// After a write into a connection's buffer: flush now, or at the end of the turn when
-    /// callbacks are running (so a burst of calls leaves in one syscall).
+    /// After a call was written into a connection's buffer: list the connection to flush, so
+    /// that every call submitted in one turn (or between two turns) leaves in one write.
     fn wrote(&mut self, index: usize) {
-        if self.dispatching {
-            let c = &mut self.conns[index];
-            if !c.dirty {
-                c.dirty = true;
-                self.to_flush.push(index);
-            }
-        } else {
-            self.flush(index);
+        let c = &mut self.conns[index];
+        if !c.dirty {
+            c.dirty = true;
+            self.to_flush.push(index);
+        }
+    }
+
+    /// Writes to the sockets, now, the calls submitted since the last turn. Without it they
+    /// leave at the start of the next [`turn`](crate::EventLoop::turn), together with anything
+    /// else submitted meanwhile (one write per connection); calls submitted by callbacks leave
+    /// at the end of the turn that ran them.
+    pub fn flush(&mut self) {
+        // Pop rather than take the list, so its capacity is kept: no allocation per turn.
+        // (Flushing never lists a connection again: only submitting does.)
+        while let Some(index) = self.to_flush.pop() {
+            self.flush_conn(index);
         }
     }
 
@@ -450,7 +459,6 @@ impl Context {
     /// with no internal borrow held: callbacks may submit, cancel and close freely. Returns how
     /// many ran.
     pub(crate) fn dispatch(&mut self) -> usize {
-        self.dispatching = true;
         let mut ran = 0;
         loop {
             if let Some(done) = self.calls.poll_completion() {
@@ -475,7 +483,6 @@ impl Context {
                 break;
             }
         }
-        self.dispatching = false;
         ran
     }
 }

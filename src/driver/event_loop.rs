@@ -45,10 +45,11 @@ impl EventLoop {
         })
     }
 
-    /// One round of the loop: wait for I/O readiness (at most `timeout`, `None` for no limit,
+    /// One round of the loop: write what was submitted since the last turn, wait for I/O readiness (at most `timeout`, `None` for no limit,
     /// and never past the next deadline), move connections along and read their messages, fire
     /// expired deadlines, then run the callbacks of every completed call and the message
-    /// handlers of unmatched messages. Returns how many callbacks and handlers ran.
+    /// handlers of unmatched messages, and write what they submitted: every call submitted in one
+    /// turn leaves in one write per connection. Returns how many callbacks and handlers ran.
     ///
     /// `turn(Some(Duration::ZERO))` never sleeps: a busy-poll step.
     ///
@@ -56,6 +57,8 @@ impl EventLoop {
     /// [`Error::Io`] if polling fails (an interrupted poll is not an error: it returns `Ok`).
     pub fn turn(&mut self, timeout: Option<Duration>) -> Result<usize, Error> {
         let ctx = &mut self.ctx;
+        // What was submitted since the last turn leaves first, one write per connection.
+        ctx.flush();
         let busy = !ctx.to_read.is_empty() || !ctx.backlog.is_empty();
         let timeout = if busy || ctx.calls.completions_len() > 0 {
             Some(Duration::ZERO)
@@ -86,17 +89,13 @@ impl EventLoop {
         for index in std::mem::take(&mut ctx.to_read) {
             ctx.conns[index].read_again = false;
             ctx.read_frames(index);
-            ctx.flush(index);
+            ctx.flush_conn(index);
         }
         let now = ctx.clock.now_tick(Instant::now());
         ctx.calls.handle_timeout(now);
         ctx.handle_conn_timers(now);
         let ran = ctx.dispatch();
-        // Pop rather than take the list, so its capacity is kept: no allocation per turn.
-        // (Flushing never lists a connection again: only writes during dispatch do.)
-        while let Some(index) = ctx.to_flush.pop() {
-            ctx.flush(index);
-        }
+        ctx.flush();
         Ok(ran)
     }
 

@@ -212,7 +212,7 @@ impl std::fmt::Debug for Handle {
 
 impl Context {
     /// Runs queued commands from other threads: everything queued, up to [`DRAIN_CAP`] a turn.
-    /// Writes are batched and flushed at the end of the turn.
+    /// Their writes leave together at the end of the turn.
     pub(crate) fn drain_commands(&mut self) {
         // Always take the shared queue, even with leftovers from the last turn: a producer
         // wakes the loop only when it finds the queue empty, so commands left in it would
@@ -225,14 +225,12 @@ impl Context {
                 self.backlog.extend(queue.commands.drain(..));
             }
         }
-        self.dispatching = true;
         for _ in 0..DRAIN_CAP {
             let Some(command) = self.backlog.pop_front() else {
                 break;
             };
             self.run_command(command);
         }
-        self.dispatching = false;
     }
 
     fn run_command(&mut self, command: Command) {

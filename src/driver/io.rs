@@ -48,7 +48,7 @@ impl Context {
             }
             Socket::Open(_) => {
                 self.read_frames(index);
-                self.flush(index);
+                self.flush_conn(index);
             }
             Socket::Gone => {}
         }
@@ -138,7 +138,7 @@ impl Context {
             return self.fail(index, reason);
         }
         self.read_frames(index);
-        self.flush(index);
+        self.flush_conn(index);
     }
 
     /// Reads messages until the socket would block (or the budget runs out), matching each.
@@ -230,7 +230,7 @@ impl Context {
     }
 
     /// Writes out what waits in the connection's buffer; asks for WRITABLE while some remains.
-    pub(crate) fn flush(&mut self, index: usize) {
+    pub(crate) fn flush_conn(&mut self, index: usize) {
         let registry = self.poll.registry();
         let c = &mut self.conns[index];
         c.dirty = false;
