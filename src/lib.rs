@@ -110,6 +110,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod core;
 mod driver;

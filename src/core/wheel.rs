@@ -30,8 +30,11 @@ const EXPIRED: usize = LEVELS * SLOTS;
 pub(crate) const MAX_SPAN: u64 = (1 << 35) - 1;
 
 /// Where a timer lives in the wheel, to cancel it.
+///
+/// (`pub` items in this crate-private module are reachable only through
+/// `rpcloop::bench_support`, for the benchmarks.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TimerKey(u32);
+pub struct TimerKey(u32);
 
 #[derive(Debug)]
 struct Node<T> {
@@ -44,7 +47,7 @@ struct Node<T> {
 
 /// Deadlines on millisecond ticks, each carrying a small value handed back when it expires.
 #[derive(Debug)]
-pub(crate) struct TimerWheel<T> {
+pub struct TimerWheel<T> {
     /// The wheel's time: every deadline at or before it has been moved to the expired list.
     elapsed: u64,
     nodes: Slab<Node<T>>,
@@ -62,7 +65,7 @@ impl<T> Default for TimerWheel<T> {
 
 impl<T> TimerWheel<T> {
     /// An empty wheel at tick 0.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         TimerWheel {
             elapsed: 0,
             nodes: Slab::new(),
@@ -77,9 +80,20 @@ impl<T> TimerWheel<T> {
         self.nodes.len()
     }
 
+    /// The bytes one armed timer occupies in the wheel's slab of nodes.
+    pub fn slot_bytes() -> usize {
+        // A slab slot is `enum Entry { Vacant(usize), Occupied(Node<T>) }`.
+        #[allow(dead_code)]
+        enum Slot<T> {
+            Vacant(usize),
+            Occupied(Node<T>),
+        }
+        size_of::<Slot<T>>()
+    }
+
     /// Arms a timer for `deadline`. A deadline at or before the wheel's time expires on the next
     /// [`poll`](Self::poll); one more than [`MAX_SPAN`] ahead is clamped to that.
-    pub(crate) fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
+    pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
         let deadline = deadline.min(self.elapsed.saturating_add(MAX_SPAN));
         let key = self.nodes.insert(Node {
             deadline,
@@ -95,7 +109,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// Disarms a timer, giving its value back; `None` if it already expired and was polled.
-    pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
+    pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         if !self.nodes.contains(key.0 as usize) {
             return None;
         }
@@ -106,7 +120,7 @@ impl<T> TimerWheel<T> {
     /// The earliest tick at which [`poll`](Self::poll) may return something, if any timer is
     /// armed. It may be earlier than the earliest deadline (when that deadline still sits in a
     /// coarse level), never later.
-    pub(crate) fn next_deadline(&self) -> Option<u64> {
+    pub fn next_deadline(&self) -> Option<u64> {
         if self.heads[EXPIRED] != NIL {
             return Some(self.elapsed);
         }
@@ -115,7 +129,7 @@ impl<T> TimerWheel<T> {
 
     /// Advances the wheel to `now` and returns the value of one expired timer, earliest deadline
     /// first; `None` once nothing due at or before `now` is left. Call it until it returns `None`.
-    pub(crate) fn poll(&mut self, now: u64) -> Option<T> {
+    pub fn poll(&mut self, now: u64) -> Option<T> {
         loop {
             let head = self.heads[EXPIRED];
             if head != NIL {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: rpcloop (examples/bench.rs) against the floor (examples/bench_floor.rs,
+# a blocking tungstenite client), both talking to examples/echo_server.rs over loopback.
+#
+#   scripts/bench.sh            the full run: 3 runs of each client per row, medians, ratios
+#   scripts/bench.sh --quick    a smoke run for CI: 1 run per row, 2,000 calls
+#
+# The echo server is pinned to CPU 0 and the clients to CPU 1 (when the machine has two CPUs
+# and taskset is present); floor and rpcloop runs alternate, so drift hits both alike. Prints a
+# markdown table of the medians and the ratios rpcloop/floor, with the machine's facts. Raw
+# JSON lines go to target/bench/results.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
+esac
+
+cargo build --release --locked --examples >&2
+bin=target/release/examples
+out=target/bench
+mkdir -p "$out"
+results="$out/results.jsonl"
+: >"$results"
+
+server_cpu=() client_cpu=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
+fi
+
+"${server_cpu[@]}" "$bin/echo_server" --port 0 >"$out/echo.out" 2>"$out/echo.err" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+url=
+for _ in $(seq 100); do
+  url=$(sed -n 's/^echo server listening on \(ws:[^ ]*\)$/\1/p' "$out/echo.out")
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "echo server did not start" >&2; cat "$out/echo.err" >&2; exit 1; }
+
+# Rows: inflight requests payload, and the rpcloop modes measured beside the floor.
+if [ $quick = 1 ]; then
+  runs=1 warmup=200
+  rows=("1 2000 64" "16 2000 64" "256 2000 64" "64 2000 4096")
+else
+  runs=3 warmup=2000
+  rows=("1 20000 64" "16 200000 64" "256 200000 64" "64 50000 4096")
+fi
+
+run() { # label, command...
+  local label=$1; shift
+  local line
+  line=$("${client_cpu[@]}" "$@") || { echo "FAILED: $*" >&2; exit 1; }
+  echo "{\"label\":\"$label\",${line#\{}" >>"$results"
+}
+
+for row in "${rows[@]}"; do
+  read -r k n b <<<"$row"
+  common=(--url "$url" --requests "$n" --inflight "$k" --payload "$b" --warmup "$warmup")
+  for r in $(seq $runs); do
+    echo "K=$k N=$n B=$b run $r/$runs" >&2
+    run floor "$bin/bench_floor" "${common[@]}"
+    run callback "$bin/bench" "${common[@]}"
+    if [ "$k" = 1 ]; then
+      run "callback busy-poll" "$bin/bench" "${common[@]}" --busy-poll
+    fi
+    run handle "$bin/bench" "${common[@]}" --mode handle
+    run future "$bin/bench" "${common[@]}" --mode future
+  done
+done
+
+python3 - "$results" "$quick" <<'PY'
+import json, statistics, sys, subprocess, platform
+rows = [json.loads(l) for l in open(sys.argv[1])]
+quick = sys.argv[2] == "1"
+def model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+print(f"Machine: {nproc} CPUs, {model()}, Linux {platform.release()}; "
+      f"{'1 run' if quick else 'medians of 3 runs'} per cell.\n")
+print("| K | calls | payload | client | p50 us | p99 us | rps | cpu ns/call | allocs/call "
+      "| p50 x | p99 x | rps x | cpu x |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+groups = {}
+for r in rows:
+    groups.setdefault((r["inflight"], r["requests"], r["payload"]), {}).setdefault(r["label"], []).append(r)
+for (k, n, b), by_label in groups.items():
+    med = {label: {f: statistics.median(x[f] for x in runs)
+                   for f in ("p50_us", "p99_us", "rps", "cpu_ns_per_req", "allocs_per_req")}
+           for label, runs in by_label.items()}
+    floor = med["floor"]
+    for label, m in med.items():
+        ratio = lambda f: "" if label == "floor" else f"{m[f] / floor[f]:.2f}"
+        print(f"| {k} | {n} | {b} | {label} | {m['p50_us']:.1f} | {m['p99_us']:.1f} | "
+              f"{m['rps']:,.0f} | {m['cpu_ns_per_req']:,.0f} | {m['allocs_per_req']:.2f} | "
+              f"{ratio('p50_us')} | {ratio('p99_us')} | {ratio('rps')} | {ratio('cpu_ns_per_req')} |")
+PY
