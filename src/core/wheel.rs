@@ -41,6 +41,8 @@ struct Node<T> {
     deadline: u64,
     prev: u32,
     next: u32,
+    /// The list the node is in; kept exact only for the head of a list (the one node whose
+    /// unlinking must update `heads`), so a whole list can move in O(1).
     list: u16,
     value: T,
 }
@@ -160,6 +162,16 @@ impl<T> TimerWheel<T> {
         let mut key = self.heads[list];
         self.heads[list] = NIL;
         self.occupied[level] &= !(1 << slot);
+        if level == 0 {
+            // A level-0 slot spans one tick, which is `elapsed` now: the whole list expires.
+            // `poll` cascades only once the expired list is empty, so the list moves as is.
+            debug_assert_eq!(self.heads[EXPIRED], NIL);
+            self.heads[EXPIRED] = key;
+            if key != NIL {
+                self.nodes[key as usize].list = EXPIRED as u16;
+            }
+            return;
+        }
         while key != NIL {
             let node = &mut self.nodes[key as usize];
             let next = node.next;
@@ -229,6 +241,7 @@ impl<T> TimerWheel<T> {
             (node.prev, node.next, node.list as usize)
         };
         if prev == NIL {
+            // The head: only its `list` is exact, and its successor inherits it.
             self.heads[list] = next;
             if next == NIL && list != EXPIRED {
                 self.occupied[list / SLOTS] &= !(1 << (list % SLOTS));
@@ -237,7 +250,11 @@ impl<T> TimerWheel<T> {
             self.nodes[prev as usize].next = next;
         }
         if next != NIL {
-            self.nodes[next as usize].prev = prev;
+            let next = &mut self.nodes[next as usize];
+            next.prev = prev;
+            if prev == NIL {
+                next.list = list as u16;
+            }
         }
     }
 }
@@ -284,6 +301,27 @@ mod tests {
         let mut fired = drain(&mut wheel, 100);
         fired.sort();
         assert_eq!(fired, vec![7, 8]);
+    }
+
+    #[test]
+    fn cancelling_inside_an_expired_list_keeps_the_lists_whole() {
+        // A level-0 slot moves to the expired list whole; cancelling its head then its
+        // successors must still find the right list.
+        let mut wheel = TimerWheel::new();
+        let keys: Vec<_> = (0..4u64).map(|v| wheel.insert(7, v)).collect();
+        let later = wheel.insert(9, 99u64);
+        let first = wheel.poll(7).expect("one expired timer");
+        let mut left: Vec<u64> = keys.iter().filter_map(|&k| wheel.cancel(k)).collect();
+        left.push(first);
+        left.sort();
+        assert_eq!(left, vec![0, 1, 2, 3]);
+        assert_eq!(wheel.next_deadline(), Some(9));
+        assert_eq!(drain(&mut wheel, 8), Vec::<u64>::new());
+        let again = wheel.insert(9, 100u64);
+        assert_eq!(wheel.cancel(later), Some(99));
+        assert_eq!(drain(&mut wheel, 9), vec![100]);
+        assert_eq!(wheel.cancel(again), None);
+        assert_eq!(wheel.len(), 0);
     }
 
     #[test]
