@@ -387,3 +387,27 @@ fn configured_headers_go_with_the_handshake() {
     assert_eq!(path, "/feed?x=1");
     assert_eq!(auth.as_deref(), Some("Bearer t0ken"));
 }
+
+/// Small frames are copied into the loop's frame arena, large ones are not: sizes on both sides
+/// of the limit, interleaved and many in flight (so answers of one turn pin arena chunks),
+/// must all come back intact and each to its own call.
+#[test]
+fn frames_around_the_arena_limit_arrive_intact() {
+    const SIZES: [usize; 7] = [0, 100, 16_340, 16_384, 16_400, 70_000, 300_000];
+    const N: usize = 140;
+    let server = Server::start(echo);
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let outcomes = Outcomes::new(N);
+    let expected: Vec<String> = (0..N)
+        .map(|i| format!("{i:05}{}", "z".repeat(SIZES[i % SIZES.len()])))
+        .collect();
+    for (i, text) in expected.iter().enumerate() {
+        ev.submit(conn, text.as_str(), outcomes.callback(i))
+            .unwrap();
+    }
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    outcomes.assert_exactly_once();
+    for (i, text) in expected.iter().enumerate() {
+        assert_eq!(outcomes.get(i).unwrap(), format!("\"{text}\""), "call {i}");
+    }
+}

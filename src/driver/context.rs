@@ -30,6 +30,7 @@ use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
 use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
+use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
@@ -67,6 +68,10 @@ pub struct Context {
     pub(crate) shut_down: bool,
     /// Reused buffer for serializing messages.
     payload: Vec<u8>,
+    /// Reused buffer for encoding request frames.
+    frame: String,
+    /// Where small text frames live, both ways (see [`FrameArena`]).
+    pub(crate) arena: FrameArena,
     /// What the loop shares with its handles.
     pub(crate) shared: Arc<Shared>,
     /// Commands taken from the handles' queue and not yet run (past one turn's cap).
@@ -87,6 +92,8 @@ impl Context {
             to_read: Vec::new(),
             shut_down: false,
             payload: Vec::new(),
+            frame: String::new(),
+            arena: FrameArena::new(),
             shared: Arc::new(Shared::new(waker)),
             backlog: VecDeque::new(),
         })
@@ -268,8 +275,9 @@ impl Context {
             return Err((Error::Busy, callback));
         }
         let id = self.calls.next_id();
-        let mut frame = String::new();
-        c.config.codec.encode_request(id, payload, &mut frame);
+        let frame = &mut self.frame;
+        frame.clear();
+        c.config.codec.encode_request(id, payload, frame);
         if frame.len() > c.config.max_message_size {
             let error = Error::TooLarge {
                 size: frame.len(),
@@ -282,9 +290,8 @@ impl Context {
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
-            let submitted = self
-                .calls
-                .handle_submit(conn, deadline, Some(frame), callback);
+            let unsent = Some(self.frame.clone());
+            let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
             debug_assert_eq!(submitted, id);
             c.queued.push_back(id);
             c.in_flight += 1;
@@ -295,7 +302,13 @@ impl Context {
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!("writes_now implies an open socket");
         };
-        let failure = match write_message(ws, Message::Text(frame.into())) {
+        // The frame only lives until tungstenite has copied it into its write buffer.
+        let text = if self.frame.len() <= COPY_LIMIT {
+            self.arena.copy(&self.frame)
+        } else {
+            self.frame.as_str().into()
+        };
+        let failure = match write_message(ws, Message::Text(text)) {
             Ok(()) => None,
             Err(tungstenite::Error::WriteBufferFull(_)) => return Err((Error::Busy, callback)),
             Err(e) => Some(DisconnectReason::from_ws(&e)),

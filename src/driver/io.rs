@@ -19,6 +19,7 @@ use crate::core::conn_id::ConnId;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::connection::{ConnState, Ended, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
+use crate::driver::frame_arena::COPY_LIMIT;
 use crate::error::{DisconnectReason, Error};
 
 /// Messages one connection may read per turn.
@@ -160,6 +161,11 @@ impl Context {
             let unmatched = match message {
                 Message::Text(text) => {
                     c.stats.messages_received += 1;
+                    // Release tungstenite's read buffer at once (see `FrameArena`).
+                    let text = match text {
+                        small if small.len() <= COPY_LIMIT => self.arena.copy(&small),
+                        large => large,
+                    };
                     match self.calls.handle_frame(conn, &*c.config.codec, text) {
                         Ok(_) => {
                             c.stats.answers += 1;

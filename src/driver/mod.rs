@@ -7,6 +7,7 @@ pub(crate) mod call_slot;
 pub(crate) mod connection;
 pub(crate) mod context;
 pub(crate) mod event_loop;
+pub(crate) mod frame_arena;
 pub(crate) mod handle;
 mod io;
 
