@@ -65,7 +65,7 @@ for row in "${rows[@]}"; do
     echo "K=$k N=$n B=$b run $r/$runs" >&2
     run floor "$bin/bench_floor" "${common[@]}"
     run callback "$bin/bench" "${common[@]}"
-    if [ "$k" = 1 ]; then
+    if [ "$k" = 1 ] || [ "$k" = 16 ]; then
       run "callback busy-poll" "$bin/bench" "${common[@]}" --busy-poll
     fi
     run handle "$bin/bench" "${common[@]}" --mode handle

@@ -20,6 +20,7 @@ use crate::core::call_id::CallId;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
+use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -61,8 +62,8 @@ impl Ended {
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
-    Handshaking(Box<MidHandshake<ClientHandshake<TcpStream>>>),
-    Open(Box<WebSocket<TcpStream>>),
+    Handshaking(Box<MidHandshake<ClientHandshake<Stream>>>),
+    Open(Box<WebSocket<Stream>>),
     Gone,
 }
 
@@ -144,8 +145,8 @@ impl Connection {
     pub(crate) fn stream_mut(&mut self) -> Option<&mut TcpStream> {
         match &mut self.socket {
             Socket::Connecting(stream, _) => Some(stream),
-            Socket::Handshaking(mid) => Some(mid.get_mut().get_mut()),
-            Socket::Open(ws) => Some(ws.get_mut()),
+            Socket::Handshaking(mid) => Some(mid.get_mut().get_mut().tcp_mut()),
+            Socket::Open(ws) => Some(ws.get_mut().tcp_mut()),
             Socket::Gone => None,
         }
     }
@@ -194,7 +195,7 @@ impl Connection {
 /// Writes one message into the WebSocket's buffer (and to the socket if the buffer is past its
 /// threshold). `WouldBlock` means buffered: the bytes go out on a later flush.
 pub(crate) fn write_message(
-    ws: &mut WebSocket<TcpStream>,
+    ws: &mut WebSocket<Stream>,
     message: Message,
 ) -> Result<(), tungstenite::Error> {
     match ws.write(message) {

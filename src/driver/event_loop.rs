@@ -80,7 +80,7 @@ impl EventLoop {
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
-                token => ctx.handle_ready(token.0),
+                token => ctx.handle_ready(token.0, event.is_read_closed() || event.is_error()),
             }
         }
         if woken || !ctx.backlog.is_empty() {

@@ -9,7 +9,6 @@ use std::io;
 use std::mem;
 
 use mio::Token;
-use mio::net::TcpStream;
 use tungstenite::client::client_with_config;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::protocol::WebSocketConfig;
@@ -20,25 +19,29 @@ use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::connection::{ConnState, Ended, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
 use crate::driver::frame_arena::COPY_LIMIT;
+use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 
 /// Messages one connection may read per turn.
 pub(crate) const READ_BUDGET: usize = 4_096;
 
 type Handshake = Result<
-    (
-        WebSocket<TcpStream>,
-        tungstenite::handshake::client::Response,
-    ),
-    HandshakeError<tungstenite::handshake::client::ClientHandshake<TcpStream>>,
+    (WebSocket<Stream>, tungstenite::handshake::client::Response),
+    HandshakeError<tungstenite::handshake::client::ClientHandshake<Stream>>,
 >;
 
 impl Context {
-    /// Moves connection `index` along after a readiness event.
-    pub(crate) fn handle_ready(&mut self, index: usize) {
+    /// Moves connection `index` along after a readiness event; `read_closed` when the event
+    /// reports the peer's FIN or an error.
+    pub(crate) fn handle_ready(&mut self, index: usize, read_closed: bool) {
         let Some(c) = self.conns.get_mut(index) else {
             return;
         };
+        match &mut c.socket {
+            Socket::Handshaking(mid) => mid.get_mut().get_mut().on_event(read_closed),
+            Socket::Open(ws) => ws.get_mut().on_event(read_closed),
+            Socket::Connecting(..) | Socket::Gone => {}
+        }
         match &mut c.socket {
             Socket::Connecting(..) => self.progress_connect(index),
             Socket::Handshaking(_) => {
@@ -90,7 +93,10 @@ impl Context {
             .max_frame_size(Some(c.config.max_message_size))
             .max_write_buffer_size(c.config.max_write_buffer);
         log::debug!("connection {index}: TCP connected, handshaking");
-        self.after_handshake(index, client_with_config(*request, stream, Some(ws_config)));
+        self.after_handshake(
+            index,
+            client_with_config(*request, Stream::new(stream), Some(ws_config)),
+        );
     }
 
     fn after_handshake(&mut self, index: usize, result: Handshake) {
@@ -107,7 +113,7 @@ impl Context {
 
     /// The handshake is done: write the calls that waited, then read what already arrived
     /// (the server may have sent messages right behind its handshake response).
-    fn on_open(&mut self, index: usize, ws: WebSocket<TcpStream>) {
+    fn on_open(&mut self, index: usize, ws: WebSocket<Stream>) {
         let c = &mut self.conns[index];
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);

@@ -10,6 +10,7 @@ pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
 mod io;
+mod stream;
 
 /// The token of the loop's `mio::Waker`, through which handles wake it.
 pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX);
