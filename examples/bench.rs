@@ -60,29 +60,11 @@ fn usage() -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match bench_common::parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{}", usage());
-            return ExitCode::SUCCESS;
-        }
-        Err(why) => {
-            eprintln!("bench: {why}\n\n{}", usage());
-            return ExitCode::from(2);
-        }
-    };
-    let outcome = match args.mode.as_str() {
-        "callback" => run_callback(&args),
-        "handle" | "future" => run_threaded(&args),
+    bench_common::main_with("bench", &usage(), |args| match args.mode.as_str() {
+        "callback" => run_callback(args),
+        "handle" | "future" => run_threaded(args),
         other => Err(format!("unknown mode {other:?}")),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(why) => {
-            eprintln!("bench: {why}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// Connects and turns the loop until the connection is open.
@@ -143,7 +125,7 @@ impl Run {
     }
 }
 
-fn run_callback(args: &Args) -> Result<(), String> {
+fn run_callback(args: &Args) -> Result<String, String> {
     let (mut ev, conn) = open(args)?;
     let run = Rc::new(RefCell::new(Run {
         args: args.clone(),
@@ -174,11 +156,7 @@ fn run_callback(args: &Args) -> Result<(), String> {
         return Err(why);
     }
     let measure = run.measure.take().ok_or("no measured call")?;
-    println!(
-        "{}",
-        measure.finish("rpcloop", Some("callback"), args, &run.hist)
-    );
-    Ok(())
+    Ok(measure.finish("rpcloop", Some("callback"), args, &run.hist))
 }
 
 /// Submits the next call; its callback records it and submits the one after.
@@ -231,7 +209,7 @@ fn on_answer(
 }
 
 /// `handle` and `future` modes: the loop turns here, the calls come from another thread.
-fn run_threaded(args: &Args) -> Result<(), String> {
+fn run_threaded(args: &Args) -> Result<String, String> {
     let (mut ev, conn) = open(args)?;
     let handle = ev.handle();
     let finished = Arc::new(AtomicBool::new(false));
@@ -255,11 +233,9 @@ fn run_threaded(args: &Args) -> Result<(), String> {
     while !finished.load(Ordering::Acquire) {
         ev.turn(timeout).map_err(|e| e.to_string())?;
     }
-    let line = caller
+    caller
         .join()
-        .map_err(|_| "the caller thread panicked".to_string())??;
-    println!("{line}");
-    Ok(())
+        .map_err(|_| "the caller thread panicked".to_string())?
 }
 
 /// `handle` mode: K calls in flight, blocking on the oldest.

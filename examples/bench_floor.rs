@@ -32,27 +32,7 @@ fn usage() -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match bench_common::parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{}", usage());
-            return ExitCode::SUCCESS;
-        }
-        Err(why) => {
-            eprintln!("bench_floor: {why}\n\n{}", usage());
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(why) => {
-            eprintln!("bench_floor: {why}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_common::main_with("bench_floor", &usage(), run)
 }
 
 fn run(args: &Args) -> Result<String, String> {

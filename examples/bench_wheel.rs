@@ -16,13 +16,14 @@
 //! wheel during the arm+cancel run (a counting allocator), and the bytes one pending call
 //! occupies in the loop's tables.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+mod bench_common;
+
+use bench_common::{CountingAlloc, allocations};
 use rpcloop::bench_support::{TimerKey, TimerWheel, pending_call_bytes};
 
 const OPS: u64 = 1_000_000;
@@ -32,28 +33,6 @@ const SPREAD: u64 = 60_000;
 const RUNS: usize = 3;
 
 /// Counts heap allocations, to show the warm wheel makes none.
-struct CountingAlloc;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments, keeping its contract;
-// the counter is a relaxed atomic that never allocates.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
 
@@ -156,7 +135,7 @@ fn arm_cancel<T: Timers>(mut timers: T) -> (f64, u64) {
         }
         live.push_back(timers.arm(now + TIMEOUT + rng.below(100), i as usize));
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let allocated = allocations();
     let start = Instant::now();
     for i in 0..OPS {
         timers.cancel(live.pop_front().expect("full"));
@@ -167,7 +146,7 @@ fn arm_cancel<T: Timers>(mut timers: T) -> (f64, u64) {
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / OPS as f64;
-    (ns, ALLOCATIONS.load(Ordering::Relaxed) - allocations)
+    (ns, allocations() - allocated)
 }
 
 /// ns per expired timer, polling tick by tick.

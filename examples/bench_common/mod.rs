@@ -26,8 +26,7 @@ pub struct Args {
     pub busy_poll: bool,
 }
 
-pub const COMMON_USAGE: &str = "\
-  --url URL          ws:// address of an echo server (required)
+pub const COMMON_USAGE: &str = "  --url URL          ws:// address of an echo server (required)
   --requests N       measured calls (default 100000)
   --inflight K       calls kept in flight; 1 is strict ping-pong (default 1)
   --payload BYTES    length of each call's message, at least 16 (default 64)
@@ -83,6 +82,38 @@ pub fn parse_args() -> Result<Option<Args>, String> {
         return Err("--payload must be at least 16 (the call number takes 16 characters)".into());
     }
     Ok(Some(args))
+}
+
+/// The whole of a benchmark client's `main`: parses the flags (printing `usage` for `--help`,
+/// exit status 2 for bad flags), runs, prints the JSON line `run` returns, or the error with
+/// exit status 1.
+pub fn main_with(
+    name: &str,
+    usage: &str,
+    run: impl FnOnce(&Args) -> Result<String, String>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{usage}");
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("{name}: {why}\n\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{name}: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Writes call `i`'s message into `out` (cleared first): `i` as 16 lowercase hex digits, then
