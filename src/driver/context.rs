@@ -290,7 +290,8 @@ impl Context {
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
-            let unsent = Some(self.frame.clone());
+            // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
+            let unsent = Some(std::mem::take(&mut self.frame));
             let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
             debug_assert_eq!(submitted, id);
             c.queued.push_back(id);
@@ -303,10 +304,12 @@ impl Context {
             unreachable!("writes_now implies an open socket");
         };
         // The frame only lives until tungstenite has copied it into its write buffer.
+        // A large frame is moved rather than copied, which also keeps the scratch buffer from
+        // holding on to the largest request ever sent.
         let text = if self.frame.len() <= COPY_LIMIT {
             self.arena.copy(&self.frame)
         } else {
-            self.frame.as_str().into()
+            std::mem::take(&mut self.frame).into()
         };
         let failure = match write_message(ws, Message::Text(text)) {
             Ok(()) => None,

@@ -8,8 +8,8 @@
 //! arrived in pins that buffer: while any answer of the turn is alive, tungstenite cannot reuse
 //! its buffer and allocates a new, small one for every further frame, so reads shrink to about
 //! one frame per syscall. Copying small frames into this arena releases tungstenite's buffer at
-//! once and costs a `memcpy`; the arena itself allocates a new chunk only when every chunk it
-//! handed out is still referenced.
+//! once and costs a `memcpy`; the arena itself allocates a new chunk only when its current one is
+//! full and a copy from it is still alive.
 
 use bytes::BytesMut;
 use tungstenite::Utf8Bytes;

@@ -113,9 +113,18 @@ mod tests {
         peer.write_all(b"hello").unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(read_some(&mut stream, &mut buf), 5);
-        // More data arrives, but without an event the stream trusts its short read...
+        // More data arrives (peek until the kernel holds it), but without an event the stream
+        // trusts its short read...
         peer.write_all(b"world").unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut peeked = 0;
+        for _ in 0..10_000 {
+            peeked = stream.tcp.peek(&mut buf).unwrap_or(0);
+            if peeked == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(peeked, 5, "the second write never arrived");
         let err = stream.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // ...and the event that new data raises lets the read through.
