@@ -304,12 +304,17 @@ impl Context {
             unreachable!("writes_now implies an open socket");
         };
         // The frame only lives until tungstenite has copied it into its write buffer.
-        // A large frame is moved rather than copied, which also keeps the scratch buffer from
-        // holding on to the largest request ever sent.
         let text = if self.frame.len() <= COPY_LIMIT {
             self.arena.copy(&self.frame)
         } else {
-            std::mem::take(&mut self.frame).into()
+            // One exact allocation (moving the scratch out would cost two: regrowing it, and a
+            // `Bytes` header since its capacity exceeds its length); past a few chunks' worth,
+            // the scratch is let go rather than kept at the largest request's size.
+            let text = self.frame.as_str().into();
+            if self.frame.capacity() > 4 * COPY_LIMIT {
+                self.frame = String::new();
+            }
+            text
         };
         let failure = match write_message(ws, Message::Text(text)) {
             Ok(()) => None,
