@@ -1,4 +1,5 @@
-//! [`ConnectionConfig`] and [`CallOptions`]: what a user can tune, with documented defaults.
+//! [`ConnectionConfig`], [`ReconnectPolicy`] and [`CallOptions`]: what a user can tune, with
+//! documented defaults.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,15 +30,34 @@ pub struct ConnectionConfig {
     /// After [`Context::close`](crate::Context::close), how long to wait for the peer's close
     /// frame before dropping the socket. Default: 5 s.
     pub close_timeout: Duration,
+    /// Send a ping this often while the connection is open, whatever else is sent or received;
+    /// `None` sends none (then a peer that vanishes without a FIN or RST goes unnoticed until
+    /// the calls time out). Default: 30 s.
+    pub ping_interval: Option<Duration>,
+    /// After a ping, how long the peer has to send *anything* (its pong, an answer, a push);
+    /// past it the peer is taken for dead and the connection ends with
+    /// [`DisconnectReason::KeepaliveTimeout`](crate::DisconnectReason). Writing does not count:
+    /// a client busy sending to a dead peer still notices. Default: 10 s.
+    pub pong_timeout: Duration,
+    /// Reconnect after the connection is lost, and how; `None` (the default) ends the
+    /// connection for good at the first loss.
+    pub reconnect: Option<ReconnectPolicy>,
     /// Calls that may be pending on this connection at once; past it `submit` fails with
     /// [`Error::Busy`](crate::Error::Busy). Default: 65,536.
     pub max_in_flight: usize,
     /// Largest message accepted in either direction, in bytes. A larger request fails with
     /// [`Error::TooLarge`](crate::Error::TooLarge); a larger incoming message ends the
-    /// connection. Default: 16 MiB.
+    /// connection with close code 1009 as soon as its size is known, before it is buffered.
+    /// Default: 16 MiB.
     pub max_message_size: usize,
-    /// Bytes that may wait in the write buffer when the socket is slower than the calls;
-    /// past it `submit` fails with [`Error::Busy`](crate::Error::Busy). Default: 64 MiB.
+    /// Largest incoming frame (one fragment of a message), in bytes. A frame announcing more
+    /// ends the connection with close code 1009 on reading its header, before any of its
+    /// payload is buffered. Default: 16 MiB.
+    pub max_frame_size: usize,
+    /// Bytes that may wait in the write buffer when the socket is slower than the calls (a peer
+    /// that reads slowly, or not at all); past it `submit` fails with
+    /// [`Error::Busy`](crate::Error::Busy) instead of growing memory, until the socket drains.
+    /// Requests queued while the connection is not open count against it too. Default: 64 MiB.
     pub max_write_buffer: usize,
     /// Set `TCP_NODELAY`, so small requests leave at once. Default: `true`.
     pub nodelay: bool,
@@ -53,12 +73,74 @@ impl Default for ConnectionConfig {
             default_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(10),
+            reconnect: None,
             max_in_flight: 65_536,
             max_message_size: 16 << 20,
+            max_frame_size: 16 << 20,
             max_write_buffer: 64 << 20,
             nodelay: true,
             headers: Vec::new(),
             codec: Arc::new(Envelope),
+        }
+    }
+}
+
+/// How a lost connection comes back: exponential backoff with jitter, capped, optionally
+/// limited in attempts.
+///
+/// The delay before attempt `n` (counted from 1) is drawn uniformly from
+/// `[d * (1 - jitter), d]` where `d = min(initial_delay * multiplier^(n - 1), max_delay)`, so a
+/// fleet of clients that lost the same server does not come back in lockstep. Attempts are
+/// counted from the last time the connection stayed open for [`reset_after`](Self::reset_after):
+/// a connection that flaps keeps backing off, and one that was stable for a day starts again
+/// from `initial_delay` (a budget of attempts never runs out over weeks of healthy use).
+///
+/// Calls already written when the connection drops fail with
+/// [`Error::Disconnected`](crate::Error::Disconnected): the server may have acted on them, and
+/// they are never sent again. Calls not yet written (queued while the connection was down or
+/// connecting) wait for the next connection, within their own deadlines.
+///
+/// ```
+/// use std::time::Duration;
+/// use rpcloop::{ConnectionConfig, ReconnectPolicy};
+/// let config = ConnectionConfig {
+///     reconnect: Some(ReconnectPolicy {
+///         max_delay: Duration::from_secs(5),
+///         ..ReconnectPolicy::default()
+///     }),
+///     ..ConnectionConfig::default()
+/// };
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReconnectPolicy {
+    /// The delay before the first attempt. Default: 250 ms.
+    pub initial_delay: Duration,
+    /// The cap on any delay. Default: 30 s.
+    pub max_delay: Duration,
+    /// How much each failed attempt multiplies the delay (values below 1 count as 1).
+    /// Default: 2.
+    pub multiplier: f64,
+    /// Fraction of each delay left to chance, from 0 (none) to 1 (anywhere between 0 and the
+    /// delay). Default: 0.5.
+    pub jitter: f64,
+    /// Consecutive failed attempts after which the connection gives up and ends; `None` tries
+    /// forever. Default: `None`.
+    pub max_attempts: Option<u32>,
+    /// How long a connection must stay open for the backoff to start over. Default: 30 s.
+    pub reset_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.5,
+            max_attempts: None,
+            reset_after: Duration::from_secs(30),
         }
     }
 }

@@ -21,9 +21,13 @@ pub enum Error {
     Cancelled,
     /// The connection was closed by this side ([`Context::close`](crate::Context::close)).
     Closed,
-    /// The connection ended without this side asking for it; the reason says how. A call that had
-    /// been written may or may not have been acted on by the server.
+    /// The connection ended without this side asking for it after the request was written; the
+    /// reason says how. The server may or may not have acted on the request: the outcome is
+    /// unknown, and the call is never sent again by itself (requests may not be idempotent).
     Disconnected(DisconnectReason),
+    /// The request was never written: the connection could not be opened, or ended before the
+    /// request's turn came (the reason says how). The server never saw it; retrying is safe.
+    NotSent(DisconnectReason),
     /// The connection already has as many calls in flight as
     /// [`ConnectionConfig::max_in_flight`](crate::ConnectionConfig::max_in_flight) allows (or its
     /// write buffer is full); nothing was sent.
@@ -69,7 +73,14 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("call timed out: no answer before its deadline"),
             Error::Cancelled => f.write_str("call cancelled before its answer arrived"),
             Error::Closed => f.write_str("connection closed by this side"),
-            Error::Disconnected(reason) => write!(f, "connection lost: {reason}"),
+            Error::Disconnected(reason) => write!(
+                f,
+                "connection lost after the request was sent ({reason}): \
+                 whether the server acted on it is unknown"
+            ),
+            Error::NotSent(reason) => {
+                write!(f, "request not sent, the server never saw it: {reason}")
+            }
             Error::Busy => f.write_str(
                 "connection busy: its limit of calls in flight (or of buffered bytes) is reached",
             ),
@@ -142,6 +153,10 @@ pub enum DisconnectReason {
     },
     /// The TCP connect and WebSocket handshake did not finish within the connect timeout.
     ConnectTimeout,
+    /// Nothing arrived from the peer within
+    /// [`pong_timeout`](crate::ConnectionConfig::pong_timeout) after a ping: the peer, or the
+    /// network path to it, is gone (a half-open TCP connection).
+    KeepaliveTimeout,
     /// The WebSocket opening handshake failed (calls waiting for it fail with
     /// [`Error::Handshake`]).
     Handshake(Arc<str>),
@@ -159,6 +174,14 @@ impl DisconnectReason {
                 kind,
                 message: e.to_string().into(),
             },
+        }
+    }
+
+    /// The reason a failed TCP connect stands for.
+    pub(crate) fn connect_failed(e: &io::Error) -> Self {
+        DisconnectReason::ConnectFailed {
+            kind: e.kind(),
+            message: e.to_string().into(),
         }
     }
 
@@ -201,6 +224,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ConnectTimeout => {
                 f.write_str("the connection did not open within the connect timeout")
             }
+            DisconnectReason::KeepaliveTimeout => f.write_str(
+                "the peer sent nothing within the pong timeout after a ping \
+                 (the peer or the network path to it is gone)",
+            ),
             DisconnectReason::Handshake(why) => write!(f, "the WebSocket handshake failed: {why}"),
         }
     }
@@ -218,7 +245,14 @@ mod tests {
         });
         assert_eq!(
             e.to_string(),
-            "connection lost: the peer closed the connection (code 1001: going away)"
+            "connection lost after the request was sent (the peer closed the connection \
+             (code 1001: going away)): whether the server acted on it is unknown"
+        );
+        let e = Error::NotSent(DisconnectReason::ConnectTimeout);
+        assert_eq!(
+            e.to_string(),
+            "request not sent, the server never saw it: \
+             the connection did not open within the connect timeout"
         );
         let e = Error::TooLarge { size: 10, limit: 5 };
         assert_eq!(e.to_string(), "message too large: 10 bytes, the limit is 5");

@@ -118,7 +118,7 @@ mod driver;
 mod error;
 mod stats;
 
-pub use crate::config::{CallOptions, ConnectionConfig};
+pub use crate::config::{CallOptions, ConnectionConfig, ReconnectPolicy};
 pub use crate::core::call_id::CallId;
 pub use crate::core::codec::{Codec, Decoded, Envelope};
 pub use crate::core::conn_id::ConnId;
@@ -129,6 +129,7 @@ pub use crate::driver::connection::ConnState;
 pub use crate::driver::context::Context;
 pub use crate::driver::event_loop::EventLoop;
 pub use crate::driver::handle::Handle;
+pub use crate::driver::state_change::StateChange;
 pub use crate::error::{DisconnectReason, Error};
 pub use crate::stats::ConnStats;
 

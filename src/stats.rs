@@ -22,6 +22,8 @@ pub struct ConnStats {
     pub malformed: u64,
     /// Binary messages.
     pub binary: u64,
+    /// Times the connection opened again after a loss (with a reconnect policy).
+    pub reconnects: u64,
 }
 
 impl ConnStats {

@@ -21,7 +21,8 @@ fn short(ms: u64) -> CallOptions {
 #[test]
 fn a_silent_server_times_calls_out_with_no_inbound_traffic() {
     let server = Server::start(drain_until_closed);
-    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    // No keepalive: then nothing at all is left to wake up for.
+    let (mut ev, conn) = connected(&server, without_keepalive());
     let outcomes = Outcomes::new(20);
     for i in 0..20 {
         ev.submit_with(conn, i, short(50 + i as u64), outcomes.callback(i))
@@ -129,7 +130,7 @@ fn the_server_closing_fails_every_call_in_flight_once() {
         matches!(ev.state(conn), Some(ConnState::Disconnected(_)))
     });
     match ev.submit(conn, 1, |_, _| panic!("must not run")) {
-        Err(Error::Disconnected(DisconnectReason::PeerClosed { code: 1001, .. })) => {}
+        Err(Error::NotSent(DisconnectReason::PeerClosed { code: 1001, .. })) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -148,7 +149,7 @@ fn the_server_dropping_tcp_fails_every_call_in_flight_once() {
     );
     assert!(matches!(
         ev.submit(conn, 1, |_, _| {}),
-        Err(Error::Disconnected(DisconnectReason::Reset))
+        Err(Error::NotSent(DisconnectReason::Reset))
     ));
     assert!(!ev.has_pending());
 }
@@ -174,7 +175,7 @@ fn a_failing_write_leaves_no_pending_call_behind() {
     for i in 1..200 {
         match ev.submit(conn, i, outcomes.callback(i)) {
             Ok(_) => ev.flush(),
-            Err(Error::Disconnected(_)) => {
+            Err(Error::NotSent(_)) => {
                 refused += 1;
                 outcomes.record(i, Err(Error::Closed)); // stands in for the callback that was dropped
             }
@@ -208,7 +209,7 @@ fn a_refused_connection_fails_its_waiting_calls() {
     turn_until(&mut ev, |_| outcomes.all_completed());
     outcomes.assert_exactly_once();
     assert!(
-        outcomes.error(0).starts_with("Disconnected(ConnectFailed"),
+        outcomes.error(0).starts_with("NotSent(ConnectFailed"),
         "{}",
         outcomes.error(0)
     );
@@ -269,7 +270,7 @@ fn calls_waiting_on_a_stalled_handshake_time_out_then_the_connect_timeout_fires(
     assert_eq!(ev.state(conn), Some(ConnState::Connecting));
     turn_until(&mut ev, |_| outcomes.all_completed());
     outcomes.assert_exactly_once();
-    assert_eq!(outcomes.error(1), "Disconnected(ConnectTimeout)");
+    assert_eq!(outcomes.error(1), "NotSent(ConnectTimeout)");
     done_tx.send(()).unwrap();
     server.join().unwrap();
 }

@@ -136,7 +136,7 @@ fn a_future_dropped_mid_flight_is_cancelled_and_its_answer_is_stale() {
 #[test]
 fn wait_timeout_before_the_deadline_cancels_the_call() {
     let server = Server::start(drain_until_closed);
-    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let (mut ev, conn) = connected(&server, without_keepalive());
     let handle = ev.handle();
     let waiter = std::thread::spawn(move || {
         let options = CallOptions {
@@ -219,7 +219,7 @@ fn stress_submit_cancel_drop_from_several_threads() {
     const THREADS: usize = 6;
     const ITERATIONS: usize = 3_000;
     let server = Server::start(shuffling_echo);
-    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let (mut ev, conn) = connected(&server, without_keepalive());
     let outcomes = Arc::new([(); 4].map(|_| AtomicUsize::new(0)));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {

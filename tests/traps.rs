@@ -88,7 +88,7 @@ fn a_hundred_thousand_unanswered_calls_free_all_capacity() {
     let server = Server::start(drain_until_closed);
     let config = ConnectionConfig {
         max_in_flight: N,
-        ..ConnectionConfig::default()
+        ..without_keepalive()
     };
     let (mut ev, conn) = connected(&server, config);
     let options = CallOptions {

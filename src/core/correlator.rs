@@ -193,18 +193,33 @@ impl<T> Correlator<T> {
         true
     }
 
-    /// Fails every call pending on `conn` with the error `error` makes; returns how many.
-    pub(crate) fn handle_disconnect(&mut self, conn: ConnId, error: impl Fn() -> Error) -> usize {
+    /// Fails the calls pending on `conn`, each with `error(written)` (`written` tells whether its
+    /// request had left); a call for which it returns `None` stays pending (an unsent call that
+    /// waits for the connection to come back). Returns how many failed.
+    pub(crate) fn handle_disconnect(
+        &mut self,
+        conn: ConnId,
+        error: impl Fn(bool) -> Option<Error>,
+    ) -> usize {
         let mut ids = std::mem::take(&mut self.scratch);
         self.pending.ids_on(conn, &mut ids);
         // Slab order is not submit order; fail them in id order so callbacks run predictably.
         ids.sort_unstable_by_key(|id| (id.generation(), id.slot()));
-        let failed = ids.len();
+        let mut failed = 0;
         for id in ids.drain(..) {
-            self.complete(id, Err(error()));
+            let written = !self.is_unsent(id);
+            if let Some(e) = error(written) {
+                self.complete(id, Err(e));
+                failed += 1;
+            }
         }
         self.scratch = ids;
         failed
+    }
+
+    /// The size of a queued call's unsent request; `None` if it is not pending unsent.
+    pub(crate) fn unsent_len(&self, id: CallId) -> Option<usize> {
+        self.pending.get(id)?.unsent.as_ref().map(String::len)
     }
 
     /// The next completed call, in completion order.
@@ -396,7 +411,7 @@ mod tests {
             c.handle_submit(A, 50, None, token);
         }
         c.handle_submit(B, 50, None, 99);
-        assert_eq!(c.handle_disconnect(A, || Error::Closed), 5);
+        assert_eq!(c.handle_disconnect(A, |_| Some(Error::Closed)), 5);
         let done = drain(&mut c);
         assert_eq!(
             done.iter().map(|d| d.0).collect::<Vec<_>>(),
@@ -404,7 +419,26 @@ mod tests {
         );
         assert!(done.iter().all(|d| d.1 == Err(Error::Closed.to_string())));
         assert_eq!(c.pending_len(), 1);
-        assert_eq!(c.handle_disconnect(A, || Error::Closed), 0);
+        assert_eq!(c.handle_disconnect(A, |_| Some(Error::Closed)), 0);
+    }
+
+    #[test]
+    fn a_lost_connection_fails_written_calls_and_can_keep_unsent_ones() {
+        let mut c = Correlator::new();
+        let written = c.handle_submit(A, 50, None, 1);
+        let unsent = c.handle_submit(A, 50, Some("{}".to_owned()), 2);
+        assert_eq!(c.unsent_len(unsent), Some(2));
+        assert_eq!(c.unsent_len(written), None);
+        let kept = c.handle_disconnect(A, |w| w.then_some(Error::Closed));
+        assert_eq!(kept, 1);
+        assert_eq!(drain(&mut c), vec![(1, Err(Error::Closed.to_string()))]);
+        assert!(
+            c.is_unsent(unsent),
+            "the unsent call waits for the next connection"
+        );
+        assert_eq!(c.take_unsent(unsent).as_deref(), Some("{}"));
+        assert!(c.handle_frame(A, &Envelope, answer(unsent, "7")).is_ok());
+        assert_eq!(drain(&mut c), vec![(2, Ok("7".to_owned()))]);
     }
 
     #[derive(Debug)]
@@ -493,7 +527,9 @@ mod tests {
                     }
                     7 => now += next(50),
                     8 if next(20) == 0 => {
-                        c.handle_disconnect(if next(2) == 0 { A } else { B }, || Error::Closed);
+                        c.handle_disconnect(if next(2) == 0 { A } else { B }, |_| {
+                            Some(Error::Closed)
+                        });
                     }
                     _ => {}
                 }

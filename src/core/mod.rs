@@ -8,10 +8,12 @@
 //!   timer expiry, cancel, failure or disconnect), and that place queues its one completion.
 //! - **No user code.** The core hands completions out; the driver runs the callbacks.
 
+pub(crate) mod backoff;
 pub(crate) mod call_id;
 pub(crate) mod codec;
 pub(crate) mod conn_id;
 pub(crate) mod correlator;
+pub(crate) mod keepalive;
 pub(crate) mod pending;
 pub(crate) mod response;
 pub(crate) mod tick;

@@ -1,5 +1,6 @@
 //! One connection's socket and its state machine:
-//! connecting -> handshaking -> open -> closing -> closed.
+//! connecting -> handshaking -> open -> closing -> closed, and, with a reconnect policy,
+//! lost -> reconnecting (backing off) -> connecting again.
 //!
 //! The mio interest is derived from the state: READABLE always, WRITABLE while connecting and
 //! handshaking (to learn that the connect finished and to push the request out) and, once open,
@@ -8,6 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -16,10 +18,13 @@ use tungstenite::handshake::client::{ClientHandshake, Request};
 use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
+use crate::core::backoff::Backoff;
 use crate::core::call_id::CallId;
+use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
+use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
@@ -32,6 +37,9 @@ pub enum ConnState {
     Connecting,
     /// Open: calls are written as they are submitted.
     Open,
+    /// Lost, waiting out the reconnect policy's delay before connecting again; calls submitted
+    /// now wait for the next connection.
+    Reconnecting,
     /// A close handshake is in progress; new calls are refused.
     Closing,
     /// Closed by this side.
@@ -48,15 +56,25 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
+    /// What a call that was never written fails with (also what a submit after the end gets).
     pub(crate) fn to_error(&self) -> Error {
         match self {
             Ended::Closed => Error::Closed,
             Ended::Disconnected(DisconnectReason::Handshake(why)) => {
                 Error::Handshake(why.to_string())
             }
-            Ended::Disconnected(reason) => Error::Disconnected(reason.clone()),
+            Ended::Disconnected(reason) => Error::NotSent(reason.clone()),
         }
     }
+}
+
+/// What a connection needs to come back after a loss: where to, with what, and when.
+pub(crate) struct Reconnect {
+    /// The handshake request, cloned for each attempt.
+    pub(crate) request: Request,
+    pub(crate) backoff: Backoff,
+    /// The tick the current connection opened at, while it is open.
+    pub(crate) opened_at: Option<u64>,
 }
 
 /// The socket, in whichever wrapper its stage needs.
@@ -87,13 +105,24 @@ pub(crate) struct Connection {
     pub(crate) config: ConnectionConfig,
     pub(crate) stats: ConnStats,
     pub(crate) handler: Option<MessageHandler>,
+    pub(crate) state_handler: Option<StateHandler>,
+    /// The peer's address (reconnects go there again).
+    pub(crate) addr: SocketAddr,
     /// Calls submitted before the connection opened, in submit order. Their requests wait in
     /// the pending table; ids of calls that completed meanwhile are skipped when draining.
     pub(crate) queued: VecDeque<CallId>,
+    /// Bytes of the queued requests (an upper bound: requests that completed unsent count
+    /// until the queue is compacted).
+    pub(crate) queued_bytes: usize,
     /// Calls pending on this connection, counted until their completion is dispatched.
     pub(crate) in_flight: usize,
-    /// The connect or close deadline.
+    /// The connect, close or reconnect deadline.
     pub(crate) timer: Option<TimerKey>,
+    /// The ping schedule, while open with a `ping_interval`.
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) keepalive_timer: Option<TimerKey>,
+    /// With a reconnect policy: how to come back.
+    pub(crate) reconnect: Option<Box<Reconnect>>,
     /// WRITABLE is in the registered interest.
     pub(crate) wants_write: bool,
     /// Listed in the loop's to-flush list.
@@ -103,16 +132,35 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, request: Request, config: ConnectionConfig) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        request: Request,
+        addr: SocketAddr,
+        config: ConnectionConfig,
+        seed: u64,
+    ) -> Self {
+        let reconnect = config.reconnect.map(|policy| {
+            Box::new(Reconnect {
+                request: request.clone(),
+                backoff: Backoff::new(policy, seed),
+                opened_at: None,
+            })
+        });
         Connection {
             socket: Socket::Connecting(stream, Box::new(request)),
             ended: None,
             config,
             stats: ConnStats::default(),
             handler: None,
+            state_handler: None,
+            addr,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             in_flight: 0,
             timer: None,
+            keepalive: None,
+            keepalive_timer: None,
+            reconnect,
             wants_write: true,
             dirty: false,
             read_again: false,
@@ -122,6 +170,7 @@ impl Connection {
     pub(crate) fn state(&self) -> ConnState {
         match (&self.ended, &self.socket) {
             (None, Socket::Open(_)) => ConnState::Open,
+            (None, Socket::Gone) => ConnState::Reconnecting,
             (None, _) => ConnState::Connecting,
             (Some(_), Socket::Open(_)) => ConnState::Closing,
             (Some(Ended::Closed), _) => ConnState::Closed,
@@ -129,12 +178,16 @@ impl Connection {
         }
     }
 
-    /// Drops the socket and everything only a live connection needs (its buffers, queue and
-    /// message handler), so an ended connection costs a few dozen bytes.
+    /// Drops the socket and everything only a live connection needs (its buffers, queue,
+    /// message handler and reconnect state), so an ended connection costs a few dozen bytes.
+    /// (The state handler stays until it has been told `Closed`.)
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
+        self.keepalive = None;
         self.queued = VecDeque::new();
+        self.queued_bytes = 0;
         self.handler = None;
+        self.reconnect = None;
     }
 
     /// Whether a new call may be written at once (open, nothing queued ahead of it).
@@ -185,10 +238,18 @@ impl Connection {
 
     /// Drops ids of calls that left the queue's reach, once stale ids outnumber live ones, so a
     /// submit-cancel loop on a connection that never opens cannot grow the queue without bound.
-    pub(crate) fn compact_queue(&mut self, is_unsent: impl Fn(CallId) -> bool) {
+    pub(crate) fn compact_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
         if self.queued.len() > 2 * self.in_flight + 64 {
-            self.queued.retain(|&id| is_unsent(id));
+            self.recount_queue(unsent_len);
         }
+    }
+
+    /// Drops the ids of calls that completed unsent and counts the queued bytes exactly.
+    pub(crate) fn recount_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
+        let mut bytes = 0;
+        self.queued
+            .retain(|&id| unsent_len(id).inspect(|len| bytes += len).is_some());
+        self.queued_bytes = bytes;
     }
 }
 

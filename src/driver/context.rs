@@ -5,6 +5,7 @@
 //! `Context`, so the same methods are called on the loop itself.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use crate::driver::WAKER;
 use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
+use crate::driver::state_change::StateChange;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -45,6 +47,8 @@ pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
 pub(crate) enum ConnTimer {
     Connect,
     Close,
+    Reconnect,
+    Keepalive,
 }
 
 /// The loop's connections and calls: everything a callback may act on.
@@ -59,6 +63,8 @@ pub struct Context {
     pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
     /// Unmatched messages for connections with a handler, dispatched after the I/O pass.
     pub(crate) unmatched: VecDeque<Unmatched>,
+    /// State changes not yet told to the connections' state handlers.
+    pub(crate) state_changes: VecDeque<(ConnId, StateChange)>,
     /// Connections with calls written into their buffer but not yet to the socket: flushed
     /// once at the start and at the end of each turn, or by [`Context::flush`].
     pub(crate) to_flush: Vec<usize>,
@@ -88,6 +94,7 @@ impl Context {
             calls: Correlator::new(),
             conn_timers: TimerWheel::new(),
             unmatched: VecDeque::new(),
+            state_changes: VecDeque::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
             shut_down: false,
@@ -168,15 +175,11 @@ impl Context {
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let deadline = deadline_tick(&self.clock, config.connect_timeout);
-        let mut conn = Connection::new(stream, request, config);
-        conn.timer = Some(
-            self.conn_timers
-                .insert(deadline, (index, ConnTimer::Connect)),
-        );
-        entry.insert(conn);
-        self.publish_state(index);
-        log::debug!("connection {index}: connecting to {addr}");
+        // Spreads the reconnect delays of clients that lost the same server apart.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(index);
+        entry.insert(Connection::new(stream, request, addr, config, seed));
+        self.arm_connect_timer(index);
+        self.change_state(index, StateChange::Connecting);
         Ok(ConnId::new(index))
     }
 
@@ -290,6 +293,15 @@ impl Context {
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
+            let size = self.frame.len();
+            if c.queued_bytes + size > c.config.max_write_buffer {
+                let calls = &self.calls;
+                c.recount_queue(|id| calls.unsent_len(id));
+                if c.queued_bytes + size > c.config.max_write_buffer {
+                    return Err((Error::Busy, callback));
+                }
+            }
+            c.queued_bytes += size;
             // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
             let unsent = Some(std::mem::take(&mut self.frame));
             let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
@@ -297,7 +309,7 @@ impl Context {
             c.queued.push_back(id);
             c.in_flight += 1;
             let calls = &self.calls;
-            c.compact_queue(|id| calls.is_unsent(id));
+            c.compact_queue(|id| calls.unsent_len(id));
             return Ok(id);
         }
         let Socket::Open(ws) = &mut c.socket else {
@@ -344,7 +356,8 @@ impl Context {
     /// Closes a connection with the WebSocket close handshake (RFC 6455 §7.1.2). Every call
     /// pending on it completes with [`Error::Closed`]; later submits fail with it at once. The
     /// socket is dropped when the peer answers the close, or after
-    /// [`ConnectionConfig::close_timeout`]. Closing an ended connection does nothing.
+    /// [`ConnectionConfig::close_timeout`]. A connection waiting to reconnect stops waiting.
+    /// Closing an ended connection does nothing.
     ///
     /// # Errors
     /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
@@ -356,13 +369,10 @@ impl Context {
         }
         c.ended = Some(Ended::Closed);
         c.queued.clear();
-        self.calls.handle_disconnect(conn, || Error::Closed);
-        if let Some(timer) = c.timer.take() {
-            self.conn_timers.cancel(timer);
-        }
-        log::debug!("connection {index}: closing");
+        self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
+        self.cancel_conn_timers(index);
         self.close_socket(index);
-        self.publish_state(index);
+        self.change_state(index, StateChange::Closed);
         Ok(())
     }
 
@@ -445,7 +455,7 @@ impl Context {
 
     /// After a call was written into a connection's buffer: list the connection to flush, so
     /// that every call submitted in one turn (or between two turns) leaves in one write.
-    fn wrote(&mut self, index: usize) {
+    pub(crate) fn wrote(&mut self, index: usize) {
         let c = &mut self.conns[index];
         if !c.dirty {
             c.dirty = true;
@@ -466,13 +476,32 @@ impl Context {
     }
 
     pub(crate) fn arm_close_timer(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        let deadline = deadline_tick(&self.clock, c.config.close_timeout);
-        if let Some(old) = c
-            .timer
-            .replace(self.conn_timers.insert(deadline, (index, ConnTimer::Close)))
-        {
+        let after = self.conns[index].config.close_timeout;
+        self.arm_conn_timer(index, ConnTimer::Close, after);
+    }
+
+    pub(crate) fn arm_connect_timer(&mut self, index: usize) {
+        let after = self.conns[index].config.connect_timeout;
+        self.arm_conn_timer(index, ConnTimer::Connect, after);
+    }
+
+    /// Arms the connection's connect, close or reconnect deadline, replacing the one armed.
+    pub(crate) fn arm_conn_timer(&mut self, index: usize, kind: ConnTimer, after: Duration) {
+        let deadline = deadline_tick(&self.clock, after);
+        let key = self.conn_timers.insert(deadline, (index, kind));
+        if let Some(old) = self.conns[index].timer.replace(key) {
             self.conn_timers.cancel(old);
+        }
+    }
+
+    /// Disarms every deadline of the connection.
+    pub(crate) fn cancel_conn_timers(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        for key in [c.timer.take(), c.keepalive_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.conn_timers.cancel(key);
         }
     }
 
@@ -482,7 +511,9 @@ impl Context {
     pub(crate) fn dispatch(&mut self) -> usize {
         let mut ran = 0;
         loop {
-            if let Some(done) = self.calls.poll_completion() {
+            if let Some(handled) = self.dispatch_state_change() {
+                ran += usize::from(handled);
+            } else if let Some(done) = self.calls.poll_completion() {
                 if let Some(c) = self.conns.get_mut(done.conn.index()) {
                     c.in_flight -= 1;
                     if matches!(done.result, Err(Error::Timeout)) {

@@ -8,17 +8,23 @@
 use std::io;
 use std::mem;
 
+use std::time::Instant;
+
 use mio::Token;
 use tungstenite::client::client_with_config;
+use tungstenite::error::ProtocolError;
 use tungstenite::handshake::HandshakeError;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::core::conn_id::ConnId;
+use crate::core::keepalive::{Keepalive, KeepaliveAction};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{ConnState, Ended, Socket, write_message};
+use crate::driver::connection::{Ended, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
 use crate::driver::frame_arena::COPY_LIMIT;
+use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 
@@ -74,11 +80,7 @@ impl Context {
             },
         };
         if let Some(e) = failed {
-            let reason = DisconnectReason::ConnectFailed {
-                kind: e.kind(),
-                message: e.to_string().into(),
-            };
-            return self.fail(index, reason);
+            return self.fail(index, DisconnectReason::connect_failed(&e));
         }
         let Socket::Connecting(stream, request) = mem::replace(&mut c.socket, Socket::Gone) else {
             unreachable!()
@@ -90,7 +92,7 @@ impl Context {
         }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(c.config.max_message_size))
-            .max_frame_size(Some(c.config.max_message_size))
+            .max_frame_size(Some(c.config.max_frame_size))
             .max_write_buffer_size(c.config.max_write_buffer);
         log::debug!("connection {index}: TCP connected, handshaking");
         self.after_handshake(
@@ -114,18 +116,32 @@ impl Context {
     /// The handshake is done: write the calls that waited, then read what already arrived
     /// (the server may have sent messages right behind its handshake response).
     fn on_open(&mut self, index: usize, ws: WebSocket<Stream>) {
+        let now = self.clock.now_tick(Instant::now());
         let c = &mut self.conns[index];
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);
         }
         c.socket = Socket::Open(Box::new(ws));
-        self.shared.publish_state(index, ConnState::Open);
+        if let Some(r) = &mut c.reconnect {
+            if r.opened_at.is_some() {
+                c.stats.reconnects += 1;
+            }
+            r.opened_at = Some(now);
+        }
+        if let Some(interval) = c.config.ping_interval {
+            let keepalive = Keepalive::new(millis(interval), millis(c.config.pong_timeout), now);
+            let at = keepalive.next_deadline();
+            c.keepalive = Some(keepalive);
+            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
+        }
+        self.change_state(index, StateChange::Open);
         let c = &mut self.conns[index];
-        log::debug!("connection {index}: open, {} queued calls", c.queued.len());
+        log::debug!("connection {index}: {} queued calls", c.queued.len());
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
         };
         let mut failure = None;
+        c.queued_bytes = 0;
         while let Some(id) = c.queued.pop_front() {
             let Some(frame) = self.calls.take_unsent(id) else {
                 continue; // completed while it waited
@@ -162,8 +178,11 @@ impl Context {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return self.finish(index);
                 }
-                Err(e) => return self.fail(index, DisconnectReason::from_ws(&e)),
+                Err(e) => return self.fail_on_violation(index, &e),
             };
+            if let Some(keepalive) = &mut c.keepalive {
+                keepalive.handle_received();
+            }
             let unmatched = match message {
                 Message::Text(text) => {
                     c.stats.messages_received += 1;
@@ -225,20 +244,62 @@ impl Context {
         }
     }
 
-    /// The peer sent a close frame: its calls fail now, the socket stays until the close
-    /// handshake ends (or the close timeout).
+    /// The peer sent a close frame. Its calls fail now; the socket stays until the close
+    /// handshake ends (or the close timeout) — unless the connection is to come back, which
+    /// needs the socket slot: then the echoed close is pushed out and the socket dropped, which
+    /// RFC 6455 §7.1.1 allows once both close frames have been sent.
     fn on_peer_close(&mut self, index: usize, reason: DisconnectReason) {
         let c = &mut self.conns[index];
         if c.ended.is_some() {
             return; // the answer to our own close
         }
+        if c.reconnect.is_some() {
+            if let Socket::Open(ws) = &mut c.socket {
+                let _ = ws.flush();
+            }
+            return self.fail(index, reason);
+        }
+        self.cancel_conn_timers(index);
+        let c = &mut self.conns[index];
+        c.keepalive = None;
         c.queued.clear();
-        let error = Ended::Disconnected(reason);
-        self.calls
-            .handle_disconnect(ConnId::new(index), || error.to_error());
-        c.ended = Some(error);
+        let ended = Ended::Disconnected(reason.clone());
+        self.calls.handle_disconnect(ConnId::new(index), |written| {
+            Some(if written {
+                Error::Disconnected(reason.clone())
+            } else {
+                ended.to_error()
+            })
+        });
+        c.ended = Some(ended);
         self.arm_close_timer(index);
-        self.publish_state(index);
+        self.change_state(index, StateChange::Disconnected(reason));
+        self.change_state(index, StateChange::Closed);
+    }
+
+    /// tungstenite refused what the peer sent. RFC 6455 §7.1.7 ("_Fail the WebSocket
+    /// Connection_"): send a close frame with the status code that names the fault (§7.4.1:
+    /// 1002 protocol error, 1007 invalid payload, 1009 message too big) — tungstenite leaves
+    /// that to us — then drop the connection.
+    fn fail_on_violation(&mut self, index: usize, e: &tungstenite::Error) {
+        let code = match e {
+            tungstenite::Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
+            tungstenite::Error::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+            tungstenite::Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+            _ => None,
+        };
+        if let (Some((code, why)), Socket::Open(ws)) = (code, &mut self.conns[index].socket) {
+            let frame = CloseFrame {
+                code,
+                reason: why.into(),
+            };
+            // Best effort: the socket is dropped next, whatever got out.
+            if let Err(e) = ws.close(Some(frame)) {
+                log::debug!("connection {index}: close frame {code} not sent: {e}");
+            }
+        }
+        self.fail(index, DisconnectReason::from_ws(e));
     }
 
     /// Writes out what waits in the connection's buffer; asks for WRITABLE while some remains.
@@ -263,55 +324,71 @@ impl Context {
 
     /// The WebSocket ended cleanly (close handshake done): drop the socket.
     fn finish(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        if c.ended.is_none() {
+        if self.conns[index].ended.is_none() {
             return self.fail(index, DisconnectReason::Reset);
         }
-        if let Some(timer) = c.timer.take() {
-            self.conn_timers.cancel(timer);
-        }
-        c.release();
+        self.cancel_conn_timers(index);
+        self.conns[index].release();
         self.publish_state(index);
-        log::debug!("connection {index}: closed");
+        log::debug!("connection {index}: socket closed");
     }
 
-    /// The connection is lost: fail its calls (once: only if it had not ended already) and
-    /// drop the socket.
+    /// The connection is lost, or could not be opened. Calls already written fail with
+    /// [`Error::Disconnected`] (the server may have acted on them: they are never re-sent).
+    /// Then, with a reconnect policy, the calls not yet written wait for the next connection;
+    /// without one (or once out of attempts), they fail too and the connection ends.
     pub(crate) fn fail(&mut self, index: usize, reason: DisconnectReason) {
+        self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
-        if let Some(timer) = c.timer.take() {
-            self.conn_timers.cancel(timer);
+        c.socket = Socket::Gone;
+        c.keepalive = None;
+        if c.ended.is_some() {
+            // Ended before (a close handshake was under way): only the socket was left.
+            c.release();
+            return self.publish_state(index);
         }
+        self.calls.handle_disconnect(ConnId::new(index), |written| {
+            written.then(|| Error::Disconnected(reason.clone()))
+        });
+        self.change_state(index, StateChange::Disconnected(reason.clone()));
+        if !self.schedule_reconnect(index) {
+            self.end(index, Ended::Disconnected(reason));
+        }
+    }
+
+    /// The connection is over for good: what still waits fails, everything is dropped.
+    fn end(&mut self, index: usize, ended: Ended) {
+        let c = &mut self.conns[index];
+        self.calls
+            .handle_disconnect(ConnId::new(index), |_| Some(ended.to_error()));
+        c.ended = Some(ended);
         c.release();
-        if c.ended.is_none() {
-            log::debug!("connection {index}: lost: {reason}");
-            let ended = Ended::Disconnected(reason);
-            self.calls
-                .handle_disconnect(ConnId::new(index), || ended.to_error());
-            c.ended = Some(ended);
-        }
-        self.publish_state(index);
+        self.change_state(index, StateChange::Closed);
     }
 
     /// The loop shuts down: fail the connection's calls with [`Error::Shutdown`], drop it.
     pub(crate) fn shut_down_conn(&mut self, index: usize) {
+        self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
-        if let Some(timer) = c.timer.take() {
-            self.conn_timers.cancel(timer);
-        }
         c.release();
         self.calls
-            .handle_disconnect(ConnId::new(index), || Error::Shutdown);
+            .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
         if c.ended.is_none() {
             c.ended = Some(Ended::Closed);
+            self.change_state(index, StateChange::Closed);
+        } else {
+            self.publish_state(index);
         }
-        self.publish_state(index);
     }
 
     /// Fires connection deadlines due at tick `now`.
     pub(crate) fn handle_conn_timers(&mut self, now: u64) {
         while let Some((index, kind)) = self.conn_timers.poll(now) {
-            self.conns[index].timer = None;
+            let c = &mut self.conns[index];
+            match kind {
+                ConnTimer::Keepalive => c.keepalive_timer = None,
+                _ => c.timer = None,
+            }
             match kind {
                 ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout),
                 ConnTimer::Close => {
@@ -319,7 +396,38 @@ impl Context {
                     self.conns[index].release();
                     self.publish_state(index);
                 }
+                ConnTimer::Reconnect => self.reconnect(index),
+                ConnTimer::Keepalive => self.keepalive_due(index, now),
             }
         }
     }
+
+    /// The keepalive deadline fired: ping, or give the peer up for dead.
+    fn keepalive_due(&mut self, index: usize, now: u64) {
+        let c = &mut self.conns[index];
+        let (Some(keepalive), Socket::Open(ws), None) = (&mut c.keepalive, &mut c.socket, &c.ended)
+        else {
+            return;
+        };
+        match keepalive.handle_timeout(now) {
+            KeepaliveAction::Wait => {}
+            KeepaliveAction::Ping => match write_message(ws, Message::Ping(Default::default())) {
+                // A full buffer leaves the ping out; the silence it would have probed still
+                // counts against the peer.
+                Ok(()) | Err(tungstenite::Error::WriteBufferFull(_)) => self.wrote(index),
+                Err(e) => return self.fail(index, DisconnectReason::from_ws(&e)),
+            },
+            KeepaliveAction::Dead => return self.fail(index, DisconnectReason::KeepaliveTimeout),
+        }
+        let c = &mut self.conns[index];
+        if let Some(keepalive) = &c.keepalive {
+            let at = keepalive.next_deadline();
+            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
+        }
+    }
+}
+
+/// A duration in whole milliseconds (the core's ticks), saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -10,6 +10,8 @@ pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
 mod io;
+mod reconnect;
+pub(crate) mod state_change;
 mod stream;
 
 /// The token of the loop's `mio::Waker`, through which handles wake it.

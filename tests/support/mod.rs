@@ -176,6 +176,14 @@ pub fn turn_until(ev: &mut EventLoop, mut done: impl FnMut(&mut EventLoop) -> bo
     }
 }
 
+/// Default settings without keepalive pings: for tests that check no deadline is left behind.
+pub fn without_keepalive() -> ConnectionConfig {
+    ConnectionConfig {
+        ping_interval: None,
+        ..ConnectionConfig::default()
+    }
+}
+
 /// A loop connected (open) to `server`.
 pub fn connected(server: &Server, config: ConnectionConfig) -> (EventLoop, ConnId) {
     let mut ev = EventLoop::new().expect("loop");

@@ -1,0 +1,63 @@
+//! How a lost connection comes back: the backoff delay, then a fresh TCP connect and handshake
+//! in the same connection slot (same [`ConnId`](crate::ConnId), same queued calls).
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::driver::connection::Socket;
+use crate::driver::context::{ConnTimer, Context};
+use crate::driver::state_change::StateChange;
+use crate::error::DisconnectReason;
+
+impl Context {
+    /// After a loss: arms the next attempt if the connection has a reconnect policy with
+    /// attempts left. Returns `false` when the connection must end instead.
+    pub(crate) fn schedule_reconnect(&mut self, index: usize) -> bool {
+        let now = self.clock.now_tick(Instant::now());
+        let c = &mut self.conns[index];
+        let Some(r) = &mut c.reconnect else {
+            return false;
+        };
+        if let Some(opened_at) = r.opened_at.take() {
+            let stable =
+                u128::from(now.saturating_sub(opened_at)) >= r.backoff.reset_after().as_millis();
+            if stable {
+                r.backoff.reset();
+            }
+        }
+        let Some((attempt, delay)) = r.backoff.next_attempt() else {
+            log::warn!("connection {index}: out of reconnect attempts, giving up");
+            return false;
+        };
+        self.arm_conn_timer(index, ConnTimer::Reconnect, delay);
+        self.change_state(index, StateChange::Reconnecting { attempt, delay });
+        true
+    }
+
+    /// The backoff delay is over: connect again.
+    pub(crate) fn reconnect(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        let (Some(r), None) = (&c.reconnect, &c.ended) else {
+            return;
+        };
+        let request = Box::new(r.request.clone());
+        let mut stream = match TcpStream::connect(c.addr) {
+            Ok(stream) => stream,
+            Err(e) => return self.fail(index, DisconnectReason::connect_failed(&e)),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(index), interest)
+        {
+            return self.fail(index, DisconnectReason::connect_failed(&e));
+        }
+        c.socket = Socket::Connecting(stream, request);
+        c.wants_write = true;
+        self.arm_connect_timer(index);
+        self.change_state(index, StateChange::Connecting);
+    }
+}
