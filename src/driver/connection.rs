@@ -75,6 +75,8 @@ pub(crate) struct Reconnect {
     pub(crate) backoff: Backoff,
     /// The tick the current connection opened at, while it is open.
     pub(crate) opened_at: Option<u64>,
+    /// It opened at least once: the next open is a reconnect.
+    pub(crate) opened_before: bool,
 }
 
 /// The socket, in whichever wrapper its stage needs.
@@ -144,6 +146,7 @@ impl Connection {
                 request: request.clone(),
                 backoff: Backoff::new(policy, seed),
                 opened_at: None,
+                opened_before: false,
             })
         });
         Connection {

@@ -90,10 +90,14 @@ impl Context {
                 log::debug!("connection {index}: TCP_NODELAY not set: {e}");
             }
         }
+        // tungstenite panics unless its write threshold (when a buffered write goes to the
+        // socket, 128 KiB by default) is below the buffer's cap: a small cap lowers it.
+        let cap = c.config.max_write_buffer.max(1);
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(c.config.max_message_size))
             .max_frame_size(Some(c.config.max_frame_size))
-            .max_write_buffer_size(c.config.max_write_buffer);
+            .write_buffer_size((128 << 10).min(cap / 2))
+            .max_write_buffer_size(cap);
         log::debug!("connection {index}: TCP connected, handshaking");
         self.after_handshake(
             index,
@@ -123,9 +127,10 @@ impl Context {
         }
         c.socket = Socket::Open(Box::new(ws));
         if let Some(r) = &mut c.reconnect {
-            if r.opened_at.is_some() {
+            if r.opened_before {
                 c.stats.reconnects += 1;
             }
+            r.opened_before = true;
             r.opened_at = Some(now);
         }
         if let Some(interval) = c.config.ping_interval {

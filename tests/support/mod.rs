@@ -28,19 +28,54 @@ pub struct Server {
 impl Server {
     /// Accepts one client and runs `script` on it.
     pub fn start(script: impl FnOnce(&mut Ws) + Send + 'static) -> Server {
+        let mut script = Some(script);
+        Server::start_many(1, move |ws, _| {
+            if let Some(script) = script.take() {
+                script(ws)
+            }
+        })
+    }
+
+    /// Accepts `clients` clients one after the other, running `script(ws, n)` on the n-th.
+    pub fn start_many(
+        clients: usize,
+        script: impl FnMut(&mut Ws, usize) + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Server::serve(listener, clients, script)
+    }
+
+    /// Like [`start`](Self::start), on a given address (a server restarting on its old port).
+    pub fn start_at(addr: SocketAddr, script: impl FnOnce(&mut Ws) + Send + 'static) -> Server {
+        // std sets SO_REUSEADDR on Unix, so the port is free again despite TIME_WAIT.
+        let listener = TcpListener::bind(addr).expect("bind the old address");
+        let mut script = Some(script);
+        Server::serve(listener, 1, move |ws, _| {
+            if let Some(script) = script.take() {
+                script(ws)
+            }
+        })
+    }
+
+    fn serve(
+        listener: TcpListener,
+        clients: usize,
+        mut script: impl FnMut(&mut Ws, usize) + Send + 'static,
+    ) -> Server {
         let addr = listener.local_addr().unwrap();
         let thread = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            let config = WebSocketConfig::default().write_buffer_size(1 << 20);
-            let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
-                return;
-            };
-            script(&mut ws);
+            for n in 0..clients {
+                let (stream, _) = listener.accept().expect("accept");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream.set_nodelay(true).unwrap();
+                let config = WebSocketConfig::default().write_buffer_size(1 << 20);
+                let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
+                    continue;
+                };
+                script(&mut ws, n);
+            }
         });
         Server {
             addr,
