@@ -141,9 +141,8 @@ fn a_dead_peer_is_found_while_the_client_keeps_sending() {
             .unwrap();
         let mut sink = [0u8; 65_536];
         while done_rx.try_recv().is_err() {
-            match tcp.read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) | Err(_) => {}
+            if let Ok(0) = tcp.read(&mut sink) {
+                return;
             }
         }
     });
