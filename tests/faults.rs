@@ -275,6 +275,47 @@ fn calls_waiting_on_a_stalled_handshake_time_out_then_the_connect_timeout_fires(
     server.join().unwrap();
 }
 
+/// A TCP connect that never completes (what an unreachable or firewalled host looks like),
+/// made on loopback: a listener whose accept queue is full drops every further SYN.
+#[test]
+fn a_tcp_connect_that_never_completes_fails_at_the_connect_timeout() {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Shrink the accept queue to its minimum (listen(2) again on a listening socket).
+    // SAFETY: the descriptor is a live socket owned by `listener`; no memory is passed.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the queue: connects that complete are queued until one no longer completes.
+    let mut fillers = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+        assert!(fillers.len() < 64, "the accept queue never filled");
+    }
+    let mut ev = EventLoop::new().unwrap();
+    let config = ConnectionConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let conn = ev.connect_addr("ws://127.0.0.1/", addr, config).unwrap();
+    let outcomes = Outcomes::new(3);
+    for i in 0..3 {
+        ev.submit(conn, i, outcomes.callback(i)).unwrap();
+    }
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    outcomes.assert_exactly_once();
+    for i in 0..3 {
+        assert_eq!(outcomes.error(i), "NotSent(ConnectTimeout)");
+    }
+    assert_eq!(
+        ev.state(conn),
+        Some(ConnState::Disconnected(DisconnectReason::ConnectTimeout))
+    );
+    drop(listener);
+}
+
 #[test]
 fn an_oversized_incoming_message_ends_the_connection() {
     let server = Server::start(|ws| {
