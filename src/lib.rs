@@ -80,6 +80,40 @@
 //! # Ok::<(), rpcloop::Error>(())
 //! ```
 //!
+//! ## When the network misbehaves
+//!
+//! [`ConnectionConfig`] holds what a long-running client needs, with defaults that suit most:
+//! a connect timeout over TCP connect and handshake; keepalive pings that find a half-open peer
+//! even while the client is busy writing ([`DisconnectReason::KeepaliveTimeout`]); limits on
+//! message and frame size (an oversized frame closes the connection with code 1009 before its
+//! payload is buffered), on calls in flight and on buffered bytes (past them `submit` returns
+//! [`Error::Busy`] at once); and a graceful close with a deadline. With a [`ReconnectPolicy`],
+//! a lost connection comes back in the same [`ConnId`] with exponential backoff and jitter.
+//! A call whose request was written when the connection dropped fails with
+//! [`Error::Disconnected`] (the server may have acted on it; it is never re-sent), while one
+//! that never left fails with [`Error::NotSent`], or waits for the next connection when
+//! reconnecting. [`Context::set_state_handler`] tells each [`StateChange`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rpcloop::{ConnectionConfig, EventLoop, ReconnectPolicy, StateChange};
+//!
+//! let mut ev = EventLoop::new()?;
+//! let config = ConnectionConfig {
+//!     ping_interval: Some(Duration::from_secs(5)),
+//!     pong_timeout: Duration::from_secs(3),
+//!     reconnect: Some(ReconnectPolicy::default()),
+//!     ..ConnectionConfig::default()
+//! };
+//! let conn = ev.connect("ws://127.0.0.1:9001/", config)?;
+//! ev.set_state_handler(conn, |_ctx, conn, change| {
+//!     if let StateChange::Disconnected(why) = change {
+//!         eprintln!("{conn} lost: {why}");
+//!     }
+//! })?;
+//! # Ok::<(), rpcloop::Error>(())
+//! ```
+//!
 //! ## How it is built
 //!
 //! Two layers. The **core** is sans-IO: the pending table (a slab indexed by the call id),
@@ -99,7 +133,8 @@
 //! - An id is never matched to a call it was not issued for: ids carry a generation, so a late
 //!   answer to a timed-out call never completes the newer call that reused its slot.
 //! - Ids never exceed 2^53 - 1, so JavaScript servers echo them back exactly.
-//! - Memory is bounded by [`ConnectionConfig`]: calls in flight, message size, write buffer.
+//! - Memory is bounded by [`ConnectionConfig`]: calls in flight, message and frame size, write
+//!   buffer (calls queued while the connection is down count against it).
 //! - Nothing a peer sends can panic the loop.
 //! - `turn` spawns no thread and makes no blocking call (host names are resolved in
 //!   [`Context::connect`], before any turn; [`Context::connect_addr`] skips even that).

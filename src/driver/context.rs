@@ -505,9 +505,9 @@ impl Context {
         }
     }
 
-    /// Runs every queued completion's callback and every queued unmatched message's handler,
-    /// with no internal borrow held: callbacks may submit, cancel and close freely. Returns how
-    /// many ran.
+    /// Runs the state handlers of queued state changes, every queued completion's callback and
+    /// every queued unmatched message's handler, with no internal borrow held: callbacks may
+    /// submit, cancel and close freely. Returns how many ran.
     pub(crate) fn dispatch(&mut self) -> usize {
         let mut ran = 0;
         loop {

@@ -47,8 +47,9 @@ impl EventLoop {
 
     /// One round of the loop: write what was submitted since the last turn, wait for I/O readiness (at most `timeout`, `None` for no limit,
     /// and never past the next deadline), move connections along and read their messages, fire
-    /// expired deadlines, then run the callbacks of every completed call and the message
-    /// handlers of unmatched messages, and write what they submitted: every call submitted in one
+    /// expired deadlines (calls, connects, keepalive pings, reconnects), then run the state
+    /// handlers of connections that changed, the callbacks of every completed call and the
+    /// message handlers of unmatched messages, and write what they submitted: every call submitted in one
     /// turn leaves in one write per connection. Returns how many callbacks and handlers ran.
     ///
     /// `turn(Some(Duration::ZERO))` never sleeps: a busy-poll step.
