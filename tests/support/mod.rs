@@ -6,6 +6,8 @@
 //! has a read timeout, so a script waiting for a client that never comes ends by itself.
 #![allow(dead_code)]
 
+pub mod memory;
+
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
