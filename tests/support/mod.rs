@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod memory;
+pub mod raw;
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
