@@ -1,0 +1,712 @@
+//! Faults on the wire, below what tungstenite's server API can produce: a raw-TCP server
+//! (`support::raw`) that stalls or botches the handshake, sends illegal frames, announces
+//! lengths it never sends, resets in the middle of a frame, floods pings, or never reads.
+//!
+//! Every test asserts the same things: nothing panics; `turn` keeps returning `Ok` (`turn_until`
+//! expects it); every call completes exactly once, with the error the fault calls for; the peak
+//! of bytes live on the client loop's thread stays bounded (this binary's global allocator
+//! counts them per thread, see `support::memory`); and the same `EventLoop` still serves a
+//! healthy connection afterwards.
+//!
+//! Two assertions look ahead to changes being made to the library and are placed last in their
+//! tests, so that everything before them is checked either way:
+//! - on a protocol violation the client sends a close frame before dropping the connection,
+//!   with the status code RFC 6455 §7.4.1 gives: 1002 (protocol error), 1007 (invalid UTF-8),
+//!   1009 (message too big);
+//! - a call that was never written because the connection failed to open fails with
+//!   `Error::NotSent(reason)` (a failed handshake still gives `Error::Handshake(text)`).
+
+mod support;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rpcloop::{
+    CallOptions, ConnId, ConnState, ConnectionConfig, DisconnectReason, Error, EventLoop,
+};
+use serde_json::{Value, json};
+use support::memory::{self, PeakAlloc, mib};
+use support::raw::{
+    CLOSE, CONTINUATION, PING, PONG, RawPeer, RawServer, RefusingPort, TEXT, frame, frame_header,
+    websocket_key,
+};
+use support::*;
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+/// What a loop may hold on its thread for a connection and a few calls, whatever the peer
+/// does: its own buffers (tungstenite's 128 KiB read buffer, the frame arena's 64 KiB chunk,
+/// the poll's event list...), nothing in proportion to what the peer announces or sends.
+const LOOP_BOUND: usize = MIB;
+
+/// How long a test waits for a server thread's report: only a hang gets there.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Calls made in each protocol-violation test: all of them in flight when the fault hits.
+const CALLS: usize = 3;
+
+fn short(ms: u64) -> CallOptions {
+    CallOptions {
+        timeout: Some(Duration::from_millis(ms)),
+    }
+}
+
+/// The text of an envelope answer.
+fn answer_text(id: u64, message: &Value) -> String {
+    json!({"id": id, "message": message}).to_string()
+}
+
+/// A loop that made calls to a server and saw all of them complete, with the peak of memory
+/// its thread held meanwhile.
+struct Client {
+    ev: EventLoop,
+    conn: ConnId,
+    outcomes: Outcomes,
+    peak: usize,
+}
+
+impl Client {
+    /// Panics unless the thread's peak stayed under `bound`; prints the figure.
+    fn assert_peak_below(&self, bound: usize, what: &str) {
+        eprintln!("{what}: peak {} (bound {})", mib(self.peak), mib(bound));
+        assert!(
+            self.peak < bound,
+            "{what}: the client thread peaked at {} (bound {})",
+            mib(self.peak),
+            mib(bound)
+        );
+    }
+
+    /// The connection's state, as its `Debug` text (which, for `Disconnected(reason)`, is also
+    /// the `Debug` text of `Error::Disconnected(reason)`).
+    fn state(&self) -> String {
+        format!("{:?}", self.ev.state(self.conn).expect("the connection"))
+    }
+}
+
+/// Connects to `url`, lets `setup` act on the connection, submits `calls` calls (payloads
+/// 0, 1, ...) at once, and turns until every one completed, then a few turns more so that a
+/// second completion would show. All of it runs under `memory::track`.
+fn calls_against(
+    url: &str,
+    config: ConnectionConfig,
+    calls: usize,
+    options: CallOptions,
+    setup: impl FnOnce(&mut EventLoop, ConnId),
+) -> Client {
+    let ((ev, conn, outcomes), peak) = memory::track(|| {
+        let mut ev = EventLoop::new().expect("loop");
+        let conn = ev.connect(url, config).expect("connect");
+        setup(&mut ev, conn);
+        let outcomes = Outcomes::new(calls);
+        for i in 0..calls {
+            ev.submit_with(conn, i, options, outcomes.callback(i))
+                .expect("submit");
+        }
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        (ev, conn, outcomes)
+    });
+    outcomes.assert_exactly_once();
+    Client {
+        ev,
+        conn,
+        outcomes,
+        peak,
+    }
+}
+
+/// A few more turns: whatever was about to happen (a second completion) happens.
+fn settle(ev: &mut EventLoop) {
+    for _ in 0..3 {
+        ev.turn(Some(Duration::from_millis(5))).expect("turn");
+    }
+}
+
+/// Closes `conn` and turns until the close handshake is over.
+fn close_and_wait(ev: &mut EventLoop, conn: ConnId) {
+    ev.close(conn).expect("close");
+    turn_until(ev, |ev| ev.state(conn) == Some(ConnState::Closed));
+}
+
+/// The loop is still fit for work: a new connection to a healthy echo server opens and
+/// answers a call, and closes cleanly.
+fn assert_serves_another_connection(ev: &mut EventLoop) {
+    let server = Server::start(echo);
+    let conn = ev
+        .connect(&server.url(), ConnectionConfig::default())
+        .expect("connect again");
+    let outcomes = Outcomes::new(1);
+    ev.submit(conn, json!({"still": "alive"}), outcomes.callback(0))
+        .expect("submit on the new connection");
+    turn_until(ev, |_| outcomes.all_completed());
+    settle(ev);
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.get(0).unwrap(), r#"{"still":"alive"}"#);
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    close_and_wait(ev, conn);
+    server.join();
+}
+
+/// A raw server that completes the handshake, reads `calls` requests and then runs
+/// `misbehave`, which returns the close code it read from the client (see
+/// `RawPeer::read_until_close`); the code comes back through the receiver.
+fn misbehaving_server(
+    calls: usize,
+    misbehave: impl FnOnce(&mut RawPeer, &[Request]) -> Option<u16> + Send + 'static,
+) -> (RawServer, mpsc::Receiver<Option<u16>>) {
+    let (tx, rx) = mpsc::channel();
+    let server = RawServer::start(move |mut peer| {
+        peer.accept_handshake();
+        let reqs = peer.read_requests(calls);
+        let _ = tx.send(misbehave(&mut peer, &reqs));
+    });
+    (server, rx)
+}
+
+/// A raw server that completes the handshake, reads `calls` requests, runs `serve`, then
+/// reads until the client's close and answers it; reports the close code.
+fn patient_server(
+    calls: usize,
+    serve: impl FnOnce(&mut RawPeer, Vec<Request>) + Send + 'static,
+) -> (RawServer, mpsc::Receiver<Option<u16>>) {
+    misbehaving_server(calls, move |peer, reqs| {
+        serve(peer, reqs.to_vec());
+        let code = peer.read_until_close();
+        if let Some(code) = code {
+            let _ = peer.send_close(code);
+        }
+        code
+    })
+}
+
+/// The client's close code, as the server script reported it.
+fn close_code_seen(rx: &mpsc::Receiver<Option<u16>>) -> Option<u16> {
+    rx.recv_timeout(WAIT)
+        .expect("the server script ended without reporting")
+}
+
+/// The whole check of a fault that must end an open connection: `CALLS` calls in flight, the
+/// server misbehaves; every call fails once with an error whose `Debug` text starts with
+/// `error` and contains `cause`, the connection's state says the same, the thread's peak
+/// stays under `bound`, and the loop serves another connection. Returns the close code the
+/// server saw, for the caller to check last (see `assert_close_codes`).
+fn violation(
+    what: &str,
+    config: ConnectionConfig,
+    misbehave: impl FnOnce(&mut RawPeer, &[Request]) -> Option<u16> + Send + 'static,
+    error: &str,
+    cause: &str,
+    bound: usize,
+) -> Option<u16> {
+    let (server, close) = misbehaving_server(CALLS, misbehave);
+    let mut client = calls_against(
+        &server.url(),
+        config,
+        CALLS,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    for i in 0..CALLS {
+        let e = client.outcomes.error(i);
+        assert!(
+            e.starts_with(error) && e.contains(cause),
+            "{what}: call {i} failed with {e}, expected {error}...{cause}..."
+        );
+    }
+    assert_eq!(client.state(), client.outcomes.error(0), "{what}: state");
+    client.assert_peak_below(bound, what);
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+    close_code_seen(&close)
+}
+
+/// RFC 6455 §7.4.1: before dropping a connection for a protocol violation, the client sends
+/// a close frame with the code that names it. `seen` pairs each case with the code the server
+/// read (`None`: the client dropped the connection without a close frame).
+fn assert_close_codes(seen: &[(String, Option<u16>)], expected: u16) {
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(_, code)| *code != Some(expected))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "RFC 6455 §7.4.1: the client must send a close frame with code {expected} before \
+         dropping the connection; the server saw (None: no close frame): {wrong:?}"
+    );
+}
+
+#[test]
+fn the_tracker_sees_this_threads_allocations_only() {
+    let (kept, peak) = memory::track(|| {
+        drop(std::hint::black_box(vec![1u8; 4 * MIB]));
+        // Another thread's allocation is not this thread's.
+        std::thread::spawn(|| vec![2u8; 32 * MIB].len())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(kept, 32 * MIB);
+    assert!(
+        (4 * MIB..8 * MIB).contains(&peak),
+        "peak {} for a 4 MiB vector",
+        mib(peak)
+    );
+}
+
+// ---- Opening the connection ----
+
+#[test]
+fn a_server_that_never_answers_the_upgrade_fails_the_waiting_calls_as_not_sent() {
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let server = RawServer::start(move |mut peer| {
+        let head = peer.read_http_request();
+        let _ = seen_tx.send(head.is_some_and(|h| h.starts_with("GET / HTTP/1.1\r\n")));
+        peer.wait_for_eof(); // silent until the client gives up
+    });
+    let config = ConnectionConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mut client = calls_against(&server.url(), config, 3, CallOptions::default(), |_, _| {});
+    assert!(
+        seen_rx.recv_timeout(WAIT).unwrap(),
+        "the server never saw the upgrade request"
+    );
+    assert_eq!(
+        client.ev.state(client.conn),
+        Some(ConnState::Disconnected(DisconnectReason::ConnectTimeout))
+    );
+    client.assert_peak_below(LOOP_BOUND, "stalled upgrade");
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+    // The calls were never written: nothing reached the server, so they are safe to retry.
+    for i in 0..3 {
+        assert_eq!(
+            client.outcomes.error(i),
+            "NotSent(ConnectTimeout)",
+            "call {i}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_tcp_connect_fails_the_waiting_calls_as_not_sent() {
+    let port = RefusingPort::new();
+    let mut client = calls_against(
+        &port.url(),
+        ConnectionConfig::default(),
+        3,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    assert!(
+        client.state().starts_with("Disconnected(ConnectFailed {"),
+        "{}",
+        client.state()
+    );
+    client.assert_peak_below(LOOP_BOUND, "refused connect");
+    assert_serves_another_connection(&mut client.ev);
+    for i in 0..3 {
+        let e = client.outcomes.error(i);
+        assert!(
+            e.starts_with("NotSent(ConnectFailed {") && e.contains("ConnectionRefused"),
+            "call {i}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_reset_before_the_upgrade_answer_fails_calls_with_a_handshake_error() {
+    let server = RawServer::start(|mut peer| {
+        if peer.read_http_request().is_some() {
+            peer.reset();
+        }
+    });
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        3,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    for i in 0..3 {
+        let e = client.outcomes.error(i);
+        assert!(
+            e.starts_with("Handshake(") && e.contains("reset"),
+            "call {i}: {e}"
+        );
+    }
+    assert!(
+        client.state().starts_with("Disconnected(Handshake("),
+        "{}",
+        client.state()
+    );
+    client.assert_peak_below(LOOP_BOUND, "reset during the handshake");
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+}
+
+/// A raw server answers the upgrade request with `response(key)`; every call waiting for the
+/// connection fails with `Error::Handshake` naming `cause`.
+fn assert_handshake_refused(what: &str, response: fn(&str) -> String, cause: &str) {
+    let server = RawServer::start(move |mut peer| {
+        let Some(head) = peer.read_http_request() else {
+            return;
+        };
+        let key = websocket_key(&head).expect("a Sec-WebSocket-Key");
+        let _ = peer.write_raw(response(&key).as_bytes());
+        peer.wait_for_eof();
+    });
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        3,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    for i in 0..3 {
+        let e = client.outcomes.error(i);
+        assert!(
+            e.starts_with("Handshake(") && e.contains(cause),
+            "{what}: call {i} failed with {e}"
+        );
+    }
+    assert!(
+        client.state().starts_with("Disconnected(Handshake(") && client.state().contains(cause),
+        "{what}: {}",
+        client.state()
+    );
+    client.assert_peak_below(LOOP_BOUND, what);
+    // The ended connection refuses new calls with the same error.
+    match client
+        .ev
+        .submit(client.conn, 1, |_, _| panic!("must not run"))
+    {
+        Err(Error::Handshake(text)) => assert!(text.contains(cause), "{what}: {text}"),
+        other => panic!("{what}: {other:?}"),
+    }
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+}
+
+fn accept_header(key: &str) -> String {
+    tungstenite::handshake::derive_accept_key(key.as_bytes())
+}
+
+#[test]
+fn a_404_to_the_upgrade_fails_calls_with_a_handshake_error() {
+    assert_handshake_refused(
+        "404",
+        |_| "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+        "404",
+    );
+}
+
+#[test]
+fn a_101_with_a_wrong_accept_key_fails_calls_with_a_handshake_error() {
+    assert_handshake_refused(
+        "wrong Sec-WebSocket-Accept",
+        |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_header(&format!("{key}x"))
+            )
+        },
+        "Sec-WebSocket-Accept",
+    );
+}
+
+#[test]
+fn a_101_without_upgrade_and_connection_headers_fails_calls_with_a_handshake_error() {
+    assert_handshake_refused(
+        "no Upgrade, no Connection",
+        |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_header(key)
+            )
+        },
+        "Upgrade: websocket",
+    );
+    assert_handshake_refused(
+        "Upgrade, no Connection",
+        |key| {
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                accept_header(key)
+            )
+        },
+        "Connection: upgrade",
+    );
+}
+
+// ---- An open connection lost ----
+
+#[test]
+fn a_reset_in_the_middle_of_an_answer_fails_the_written_calls_with_reset() {
+    let server = RawServer::start(|mut peer| {
+        peer.accept_handshake();
+        let reqs = peer.read_requests(5); // every call was written
+        let whole = frame(
+            true,
+            0,
+            TEXT,
+            false,
+            answer_text(reqs[0].id, &json!("x".repeat(2_000))).as_bytes(),
+        );
+        peer.write_raw(&whole[..whole.len() / 2]).unwrap();
+        peer.reset(); // RST, not FIN, half-way through the frame
+    });
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        5,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    for i in 0..5 {
+        assert_eq!(client.outcomes.error(i), "Disconnected(Reset)", "call {i}");
+    }
+    assert_eq!(
+        client.ev.state(client.conn),
+        Some(ConnState::Disconnected(DisconnectReason::Reset))
+    );
+    assert!(matches!(
+        client
+            .ev
+            .submit(client.conn, 1, |_, _| panic!("must not run")),
+        Err(Error::Disconnected(DisconnectReason::Reset))
+    ));
+    assert_eq!(client.ev.stats(client.conn).unwrap().messages_received, 0);
+    client.assert_peak_below(LOOP_BOUND, "reset mid-frame");
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+}
+
+/// A header announcing `len` bytes over the 16 MiB limit, and nothing after it.
+fn announced_length_refused(len: u64) -> Option<u16> {
+    violation(
+        &format!("header announcing {len} bytes"),
+        ConnectionConfig::default(),
+        move |peer, _| {
+            peer.write_raw(&frame_header(true, 0, TEXT, None, len))
+                .unwrap();
+            peer.read_until_close()
+        },
+        "Disconnected(MessageTooLarge(",
+        &format!("{len} > {}", 16 * MIB),
+        LOOP_BOUND,
+    )
+}
+
+#[test]
+fn a_header_announcing_2_pow_63_bytes_is_refused_without_allocating() {
+    // The top bit of a 64-bit length must be 0 (§5.2): this one is illegal twice over.
+    let code = announced_length_refused(1 << 63);
+    assert_close_codes(&[("2^63".into(), code)], 1009);
+}
+
+#[test]
+fn a_header_announcing_2_pow_63_minus_1_bytes_is_refused_without_allocating() {
+    let mut seen = vec![];
+    for len in [(1 << 63) - 1, 16 * MIB as u64 + 1] {
+        seen.push((len.to_string(), announced_length_refused(len)));
+    }
+    assert_close_codes(&seen, 1009);
+}
+
+/// Just under the limit is legal: the frame is read, its room reserved as the header
+/// announces it. What a peer can make the client hold with a 10-byte header is bounded by
+/// `max_message_size`, not by anything it sends.
+#[test]
+fn a_header_announcing_just_under_the_limit_pins_at_most_the_limit() {
+    const LIMIT: usize = 4 * MIB;
+    let (server, close) = patient_server(1, |peer, _| {
+        peer.write_raw(&frame_header(true, 0, TEXT, None, LIMIT as u64 - 1))
+            .unwrap();
+    });
+    let config = ConnectionConfig {
+        max_message_size: LIMIT,
+        ..Default::default()
+    };
+    let mut client = calls_against(&server.url(), config, 1, short(100), |_, _| {});
+    assert_eq!(client.outcomes.error(0), "Timeout");
+    assert_eq!(client.ev.state(client.conn), Some(ConnState::Open));
+    client.assert_peak_below(LIMIT + LOOP_BOUND, "header announcing 4 MiB - 1");
+    // The close handshake cannot finish (the server's close reply is read as payload of the
+    // announced frame): the connection ends when the server hangs up.
+    close_and_wait(&mut client.ev, client.conn);
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+    assert_eq!(close_code_seen(&close), Some(1000));
+}
+
+#[test]
+fn a_real_64_mib_frame_over_the_16_mib_limit_is_refused_at_its_header() {
+    const SIZE: usize = 64 * MIB;
+    let code = violation(
+        "64 MiB text frame",
+        ConnectionConfig::default(),
+        |peer, reqs| {
+            // The client stops reading at the header, so the write below blocks until the
+            // client hangs up: its close frame is read meanwhile, by another thread.
+            let mut reader = peer.try_clone();
+            let reading = std::thread::spawn(move || reader.read_until_close());
+            let head = format!(r#"{{"id":{},"message":""#, reqs[0].id);
+            let tail = "\"}";
+            let mut sent = frame_header(true, 0, TEXT, None, SIZE as u64);
+            sent.extend_from_slice(head.as_bytes());
+            let chunk = vec![b'x'; 64 * KIB];
+            let mut left = SIZE - head.len() - tail.len();
+            let mut result = peer.write_raw(&sent);
+            while result.is_ok() && left > 0 {
+                let n = left.min(chunk.len());
+                result = peer.write_raw(&chunk[..n]);
+                left -= n;
+            }
+            if result.is_ok() {
+                result = peer.write_raw(tail.as_bytes());
+            }
+            eprintln!(
+                "64 MiB frame: the server wrote {} before {result:?}",
+                mib(SIZE - left)
+            );
+            reading.join().expect("close reader")
+        },
+        "Disconnected(MessageTooLarge(",
+        &format!("{SIZE} > {}", 16 * MIB),
+        LOOP_BOUND,
+    );
+    assert_close_codes(&[("64 MiB".into(), code)], 1009);
+}
+
+#[test]
+fn invalid_utf8_in_a_text_frame_is_a_protocol_error() {
+    let mut seen = vec![];
+    // In one frame, and split across fragments where each fragment alone is fine.
+    let whole: fn(u64) -> Vec<u8> = |id| {
+        let mut text = format!(r#"{{"id":{id},"message":""#).into_bytes();
+        text.extend_from_slice(b"\xff\xfe\xc3\x28\"}");
+        frame(true, 0, TEXT, false, &text)
+    };
+    let fragmented: fn(u64) -> Vec<u8> = |id| {
+        let mut out = frame(
+            false,
+            0,
+            TEXT,
+            false,
+            format!(r#"{{"id":{id},"message":"ok"#).as_bytes(),
+        );
+        out.extend(frame(false, 0, CONTINUATION, false, b"\xe2\x9c")); // half a ✓ ...
+        out.extend(frame(true, 0, CONTINUATION, false, b"x\"}")); // ... never finished
+        out
+    };
+    for (what, bad) in [("one frame", whole), ("fragments", fragmented)] {
+        let code = violation(
+            &format!("invalid UTF-8 in {what}"),
+            ConnectionConfig::default(),
+            move |peer, reqs| {
+                peer.write_raw(&bad(reqs[0].id)).unwrap();
+                peer.read_until_close()
+            },
+            "Disconnected(Protocol(",
+            "UTF-8",
+            LOOP_BOUND,
+        );
+        seen.push((what.to_owned(), code));
+    }
+    assert_close_codes(&seen, 1007);
+}
+
+#[test]
+fn a_masked_frame_from_the_server_is_a_protocol_error() {
+    let code = violation(
+        "masked frame",
+        ConnectionConfig::default(),
+        |peer, reqs| {
+            let text = answer_text(reqs[0].id, &json!("masked"));
+            peer.write_raw(&frame(true, 0, TEXT, true, text.as_bytes()))
+                .unwrap();
+            peer.read_until_close()
+        },
+        "Disconnected(Protocol(",
+        "masked frame from server",
+        LOOP_BOUND,
+    );
+    assert_close_codes(&[("masked".into(), code)], 1002);
+}
+
+#[test]
+fn reserved_bits_are_a_protocol_error() {
+    let mut seen = vec![];
+    for rsv in [0b100, 0b010, 0b001] {
+        let what = format!("reserved bits {rsv:03b}");
+        let code = violation(
+            &what,
+            ConnectionConfig::default(),
+            move |peer, reqs| {
+                let text = answer_text(reqs[0].id, &json!("rsv"));
+                peer.write_raw(&frame(true, rsv, TEXT, false, text.as_bytes()))
+                    .unwrap();
+                peer.read_until_close()
+            },
+            "Disconnected(Protocol(",
+            "Reserved bits are non-zero",
+            LOOP_BOUND,
+        );
+        seen.push((what, code));
+    }
+    assert_close_codes(&seen, 1002);
+}
+
+#[test]
+fn a_control_frame_over_125_bytes_is_a_protocol_error() {
+    let mut seen = vec![];
+    for (what, opcode) in [("ping", PING), ("pong", PONG), ("close", CLOSE)] {
+        let what = format!("126-byte {what}");
+        let code = violation(
+            &what,
+            ConnectionConfig::default(),
+            move |peer, _| {
+                let mut payload = vec![b'p'; 126];
+                payload[..2].copy_from_slice(&1000u16.to_be_bytes());
+                peer.write_raw(&frame(true, 0, opcode, false, &payload))
+                    .unwrap();
+                peer.read_until_close()
+            },
+            "Disconnected(Protocol(",
+            "Control frame too big",
+            LOOP_BOUND,
+        );
+        seen.push((what, code));
+    }
+    assert_close_codes(&seen, 1002);
+}
+
+#[test]
+fn a_reserved_opcode_is_a_protocol_error() {
+    let mut seen = vec![];
+    for opcode in [0x3, 0x7, 0xB, 0xF] {
+        let what = format!("opcode {opcode:#x}");
+        let code = violation(
+            &what,
+            ConnectionConfig::default(),
+            move |peer, _| {
+                peer.write_raw(&frame(true, 0, opcode, false, b"{}"))
+                    .unwrap();
+                peer.read_until_close()
+            },
+            "Disconnected(Protocol(",
+            &format!("invalid opcode: {opcode}"),
+            LOOP_BOUND,
+        );
+        seen.push((what, code));
+    }
+    assert_close_codes(&seen, 1002);
+}
