@@ -18,17 +18,20 @@
 
 mod support;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use rpcloop::{
     CallOptions, ConnId, ConnState, ConnectionConfig, DisconnectReason, Error, EventLoop,
+    UnmatchedReason,
 };
 use serde_json::{Value, json};
 use support::memory::{self, PeakAlloc, mib};
 use support::raw::{
-    CLOSE, CONTINUATION, PING, PONG, RawPeer, RawServer, RefusingPort, TEXT, frame, frame_header,
-    websocket_key,
+    BINARY, CLOSE, CONTINUATION, PING, PONG, RawPeer, RawServer, RefusingPort, TEXT, frame,
+    frame_header, websocket_key,
 };
 use support::*;
 
@@ -48,6 +51,12 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Calls made in each protocol-violation test: all of them in flight when the fault hits.
 const CALLS: usize = 3;
+
+/// What a message handler saw: each unmatched message's reason and content.
+type Seen<T> = Rc<RefCell<Vec<(UnmatchedReason, T)>>>;
+
+/// Per call, every outcome it had: `Ok(())` for the answer it expected.
+type Done = Rc<RefCell<Vec<Vec<Result<(), String>>>>>;
 
 fn short(ms: u64) -> CallOptions {
     CallOptions {
@@ -709,4 +718,464 @@ fn a_reserved_opcode_is_a_protocol_error() {
         seen.push((what, code));
     }
     assert_close_codes(&seen, 1002);
+}
+
+// ---- Legal but unusual traffic ----
+
+#[test]
+fn an_answer_in_over_100_continuation_frames_is_reassembled() {
+    // Multi-byte characters, so that fragment boundaries split some of them.
+    let message: String = (0..120).map(|i| format!("{i}é✓😀")).collect();
+    let expected = serde_json::to_string(&message).unwrap();
+    let (server, close) = patient_server(1, move |peer, reqs| {
+        let text = answer_text(reqs[0].id, &json!(message));
+        let bytes = text.as_bytes();
+        // 102 fragments: a text frame, 100 continuations, a final continuation; one of them
+        // empty, and a ping between two of them (control frames may interleave, §5.4).
+        let mut cuts: Vec<usize> = (0..=102).map(|k| k * bytes.len() / 102).collect();
+        cuts[41] = cuts[40]; // fragment 40 is empty, 41 carries its share
+        let mut out = Vec::new();
+        for k in 0..102 {
+            let opcode = if k == 0 { TEXT } else { CONTINUATION };
+            out.extend(frame(
+                k == 101,
+                0,
+                opcode,
+                false,
+                &bytes[cuts[k]..cuts[k + 1]],
+            ));
+            if k == 50 {
+                out.extend(frame(true, 0, PING, false, b"mid-message"));
+            }
+        }
+        peer.write_raw(&out).unwrap();
+    });
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        1,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    assert_eq!(client.outcomes.get(0).unwrap(), expected);
+    let stats = client.ev.stats(client.conn).unwrap();
+    assert_eq!((stats.messages_received, stats.answers), (1, 1));
+    assert_eq!(client.ev.state(client.conn), Some(ConnState::Open));
+    client.assert_peak_below(LOOP_BOUND, "fragmented answer");
+    close_and_wait(&mut client.ev, client.conn);
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+    assert_eq!(close_code_seen(&close), Some(1000));
+}
+
+#[test]
+fn a_ping_flood_between_answers_leaves_every_call_answered_and_the_last_ping_ponged() {
+    const PINGS: usize = 10_000;
+    const N: usize = 100;
+    let (pongs_tx, pongs_rx) = mpsc::channel();
+    let server = RawServer::start(move |mut peer| {
+        peer.accept_handshake();
+        let mut reqs = peer.read_requests(N);
+        reqs.sort_by_key(|r| r.message.as_u64());
+        // Pongs are read by another thread while this one writes, until the client closes.
+        let mut reader = peer.try_clone();
+        let reading = std::thread::spawn(move || {
+            let mut pongs = Vec::new();
+            while let Some(f) = reader.read_frame() {
+                match f.opcode {
+                    PONG => pongs.push(String::from_utf8(f.payload).unwrap()),
+                    CLOSE => return (pongs, true),
+                    _ => {}
+                }
+            }
+            (pongs, false)
+        });
+        // 100 pings, then an answer, a hundred times over: the last answer follows the last
+        // ping, so by the time the client has it, it has seen every ping.
+        for (i, req) in reqs.iter().enumerate() {
+            let mut burst = Vec::new();
+            for p in i * PINGS / N..(i + 1) * PINGS / N {
+                burst.extend(frame(true, 0, PING, false, format!("ping {p}").as_bytes()));
+            }
+            burst.extend(frame(
+                true,
+                0,
+                TEXT,
+                false,
+                answer_text(req.id, &req.message).as_bytes(),
+            ));
+            peer.write_raw(&burst).unwrap();
+        }
+        let (pongs, closed) = reading.join().unwrap();
+        if closed {
+            let _ = peer.send_close(1000);
+        }
+        let _ = pongs_tx.send((pongs, closed));
+    });
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        N,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    for i in 0..N {
+        assert_eq!(client.outcomes.get(i).unwrap(), i.to_string(), "call {i}");
+    }
+    assert_eq!(client.ev.state(client.conn), Some(ConnState::Open));
+    let stats = client.ev.stats(client.conn).unwrap();
+    assert_eq!((stats.answers, stats.unmatched()), (N as u64, 0));
+    client.assert_peak_below(LOOP_BOUND, "ping flood");
+    close_and_wait(&mut client.ev, client.conn);
+    let (pongs, closed) = pongs_rx.recv_timeout(WAIT).unwrap();
+    assert!(closed, "the server never saw the client's close");
+    // Pongs answer pings in order (§5.5.3 lets a client answer only the latest of several).
+    let numbers: Vec<usize> = pongs
+        .iter()
+        .map(|p| {
+            p.strip_prefix("ping ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a pong for no ping: {p:?}"))
+        })
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "pongs out of order or repeated"
+    );
+    assert_eq!(
+        numbers.last(),
+        Some(&(PINGS - 1)),
+        "the last pong must carry the last ping's payload"
+    );
+    eprintln!("ping flood: {} pongs for {PINGS} pings", numbers.len());
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+}
+
+#[test]
+fn binary_frames_between_answers_go_to_the_handler_and_leave_calls_alone() {
+    const N: usize = 20;
+    let (server, close) = patient_server(N, |peer, mut reqs| {
+        reqs.sort_by_key(|r| r.message.as_u64());
+        let mut out = Vec::new();
+        for (i, req) in reqs.iter().enumerate() {
+            // Binary payloads that look like answers, too: they must not complete anything.
+            let lookalike = answer_text(req.id, &json!("binary"));
+            out.extend(frame(true, 0, BINARY, false, lookalike.as_bytes()));
+            out.extend(frame(true, 0, BINARY, false, &[i as u8, 0xff, 0x00]));
+            out.extend(frame(
+                true,
+                0,
+                TEXT,
+                false,
+                answer_text(req.id, &req.message).as_bytes(),
+            ));
+        }
+        peer.write_raw(&out).unwrap();
+    });
+    let seen: Seen<Vec<u8>> = Rc::default();
+    let handler_seen = seen.clone();
+    let mut client = calls_against(
+        &server.url(),
+        ConnectionConfig::default(),
+        N,
+        CallOptions::default(),
+        move |ev, conn| {
+            ev.set_message_handler(conn, move |_, m| {
+                handler_seen
+                    .borrow_mut()
+                    .push((m.reason(), m.as_bytes().to_vec()));
+            })
+            .unwrap();
+        },
+    );
+    for i in 0..N {
+        assert_eq!(client.outcomes.get(i).unwrap(), i.to_string(), "call {i}");
+    }
+    let stats = client.ev.stats(client.conn).unwrap();
+    assert_eq!(stats.binary, 2 * N as u64);
+    assert_eq!(stats.answers, N as u64);
+    assert_eq!(stats.messages_received, 3 * N as u64);
+    assert_eq!(stats.unmatched(), 2 * N as u64);
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 2 * N);
+    assert!(seen.iter().all(|(r, _)| *r == UnmatchedReason::Binary));
+    for i in 0..N {
+        assert_eq!(seen[2 * i + 1].1, [i as u8, 0xff, 0x00]);
+    }
+    assert_eq!(client.ev.state(client.conn), Some(ConnState::Open));
+    client.assert_peak_below(LOOP_BOUND, "binary frames");
+    close_and_wait(&mut client.ev, client.conn);
+    assert_serves_another_connection(&mut client.ev);
+    server.join();
+    assert_eq!(close_code_seen(&close), Some(1000));
+}
+
+/// A way to spell call `id`'s id wrong: its name, the spelling, where the answer must land.
+type IdSpelling = (&'static str, fn(u64) -> String, UnmatchedReason);
+
+/// Ids the way a confused server might echo them back: each spelling of call `id`'s id, and
+/// the counter the answer must land in.
+const WRONG_IDS: [IdSpelling; 10] = [
+    (
+        "string",
+        |id| format!("\"{id}\""),
+        UnmatchedReason::UnknownId,
+    ),
+    (
+        "negative",
+        |id| format!("-{id}"),
+        UnmatchedReason::UnknownId,
+    ),
+    ("float", |id| format!("{id}.0"), UnmatchedReason::UnknownId),
+    (
+        "exponent",
+        |id| format!("{id}e0"),
+        UnmatchedReason::UnknownId,
+    ),
+    ("1e300", |_| "1e300".into(), UnmatchedReason::UnknownId),
+    (
+        "2^64",
+        |_| "18446744073709551616".into(),
+        UnmatchedReason::UnknownId,
+    ),
+    (
+        "2^53, past the largest id issued",
+        |_| "9007199254740992".into(),
+        UnmatchedReason::UnknownId,
+    ),
+    ("array", |id| format!("[{id}]"), UnmatchedReason::UnknownId),
+    (
+        "object",
+        |id| format!("{{\"n\":{id}}}"),
+        UnmatchedReason::UnknownId,
+    ),
+    ("null", |_| "null".into(), UnmatchedReason::NoId),
+];
+
+#[test]
+fn answers_whose_id_has_the_wrong_type_complete_no_call() {
+    const N: usize = WRONG_IDS.len();
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let (server, close) = patient_server(N + 1, move |peer, mut reqs| {
+        reqs.sort_by_key(|r| r.message.as_u64());
+        let mut out = Vec::new();
+        for (req, (_, spell, _)) in reqs.iter().zip(WRONG_IDS) {
+            let text = format!(r#"{{"id":{},"message":"wrong"}}"#, spell(req.id));
+            out.extend(frame(true, 0, TEXT, false, text.as_bytes()));
+        }
+        // The last call, answered properly, marks the end of the wrong ones.
+        let marker = &reqs[N];
+        out.extend(frame(
+            true,
+            0,
+            TEXT,
+            false,
+            answer_text(marker.id, &marker.message).as_bytes(),
+        ));
+        peer.write_raw(&out).unwrap();
+        let _ = sent_tx.send(());
+    });
+    let seen: Seen<String> = Rc::default();
+    let outcomes = Outcomes::new(N + 1);
+    let ((mut ev, conn), peak) = memory::track(|| {
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev
+            .connect(&server.url(), ConnectionConfig::default())
+            .unwrap();
+        let handler_seen = seen.clone();
+        ev.set_message_handler(conn, move |_, m| {
+            let text = m.as_text().unwrap().to_owned();
+            handler_seen.borrow_mut().push((m.reason(), text));
+        })
+        .unwrap();
+        turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
+        for i in 0..N {
+            ev.submit_with(conn, i, short(200), outcomes.callback(i))
+                .unwrap();
+        }
+        ev.submit(conn, N, outcomes.callback(N)).unwrap();
+        ev.flush();
+        // No turn until every answer is on the wire: the next turn reads them all before it
+        // looks at deadlines, so no wrongly typed answer can arrive "too late" to count.
+        sent_rx.recv_timeout(WAIT).unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        (ev, conn)
+    });
+    outcomes.assert_exactly_once();
+    for (i, (what, _, _)) in WRONG_IDS.iter().enumerate() {
+        assert_eq!(outcomes.error(i), "Timeout", "id spelled as {what}");
+    }
+    assert_eq!(outcomes.get(N).unwrap(), N.to_string());
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), N, "{seen:?}");
+    for ((reason, text), (what, _, expected)) in seen.iter().zip(WRONG_IDS) {
+        assert_eq!(*reason, expected, "id spelled as {what}: {text}");
+    }
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!(stats.unknown_id, N as u64 - 1);
+    assert_eq!(stats.no_id, 1);
+    assert_eq!((stats.stale_id, stats.malformed), (0, 0));
+    assert_eq!((stats.answers, stats.timeouts), (1, N as u64));
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    eprintln!("wrong ids: peak {}", mib(peak));
+    assert!(peak < LOOP_BOUND, "peak {}", mib(peak));
+    close_and_wait(&mut ev, conn);
+    assert_serves_another_connection(&mut ev);
+    server.join();
+    assert_eq!(close_code_seen(&close), Some(1000));
+}
+
+#[test]
+fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
+    const MAX_WRITE_BUFFER: usize = 256 * KIB;
+    const LIMIT: usize = 100_000;
+    /// A 4 KiB payload that names its call.
+    fn payload(i: usize) -> String {
+        format!("{i:06}{}", "x".repeat(4 * KIB - 6))
+    }
+    let (go_tx, go_rx) = mpsc::channel::<usize>();
+    let (close_tx, close_rx) = mpsc::channel();
+    let server = RawServer::start(move |mut peer| {
+        peer.accept_handshake();
+        // Read nothing until told how many calls got in.
+        let Ok(accepted) = go_rx.recv_timeout(WAIT) else {
+            return;
+        };
+        for _ in 0..accepted {
+            let Some(req) = peer.read_request() else {
+                return;
+            };
+            if peer.send_answer(&req.id.to_string(), &req.message).is_err() {
+                return;
+            }
+        }
+        let code = peer.read_until_close();
+        if let Some(code) = code {
+            let _ = peer.send_close(code);
+        }
+        let _ = close_tx.send(code);
+    });
+    // Exactly-once bookkeeping that keeps no payload: a callback checks its answer and
+    // records whether it matched.
+    let done: Done = Rc::default();
+    let config = ConnectionConfig {
+        max_write_buffer: MAX_WRITE_BUFFER,
+        ..Default::default()
+    };
+    let mut ev = EventLoop::new().unwrap();
+    let conn = ev.connect(&server.url(), config).unwrap();
+    turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
+    let (accepted, submit_peak) = memory::track(|| {
+        for i in 0..LIMIT {
+            let record = done.clone();
+            done.borrow_mut().push(Vec::new());
+            let submitted = ev.submit(conn, payload(i), move |_, result| {
+                let outcome = match result {
+                    Ok(r) if r.text() == serde_json::to_string(&payload(i)).unwrap() => Ok(()),
+                    Ok(r) => Err(format!("wrong answer {:.20}", r.text())),
+                    Err(e) => Err(format!("{e:?}")),
+                };
+                record.borrow_mut()[i].push(outcome);
+            });
+            match submitted {
+                Ok(_) => {}
+                Err(Error::Busy) => {
+                    done.borrow_mut().pop();
+                    return i;
+                }
+                Err(e) => panic!("call {i}: {e:?}"),
+            }
+        }
+        panic!("{LIMIT} calls of 4 KiB and the write buffer never filled");
+    });
+    let backlog = accepted * 4 * KIB;
+    eprintln!(
+        "never reads: Busy after {accepted} calls ({}), peak {} while submitting",
+        mib(backlog),
+        mib(submit_peak)
+    );
+    // Bounded by the write buffer, not by what was accepted (the kernel's socket buffers hold
+    // the rest).
+    assert!(
+        submit_peak < LOOP_BOUND + 2 * MAX_WRITE_BUFFER,
+        "{}",
+        mib(submit_peak)
+    );
+    assert!(accepted > 0);
+    // The callbacks were dropped with the refused call: none ran.
+    assert!(done.borrow().iter().all(Vec::is_empty));
+    go_tx.send(accepted).unwrap();
+    let ((), drain_peak) = memory::track(|| {
+        turn_until(&mut ev, |_| done.borrow().iter().all(|o| !o.is_empty()));
+        settle(&mut ev);
+    });
+    eprintln!("never reads: peak {} while draining", mib(drain_peak));
+    for (i, outcomes) in done.borrow().iter().enumerate() {
+        assert_eq!(outcomes, &[Ok(())], "call {i}");
+    }
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!(stats.requests_sent, accepted as u64);
+    assert_eq!(stats.answers, accepted as u64);
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    assert!(drain_peak < LOOP_BOUND, "{}", mib(drain_peak));
+    close_and_wait(&mut ev, conn);
+    assert_serves_another_connection(&mut ev);
+    server.join();
+    assert_eq!(close_rx.recv_timeout(WAIT).unwrap(), Some(1000));
+}
+
+#[test]
+fn one_call_timing_out_leaves_the_connection_and_the_other_calls_alone() {
+    const N: usize = 6;
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (server, close) = patient_server(N, move |peer, mut reqs| {
+        reqs.sort_by_key(|r| r.message.as_u64());
+        // Call 0 times out first; then everything is answered, call 0 too (late: stale).
+        go_rx.recv_timeout(WAIT).unwrap();
+        for req in reqs.iter().rev() {
+            peer.send_answer(&req.id.to_string(), &req.message).unwrap();
+        }
+        // Then one more call, to show the connection works on.
+        let more = peer.read_request().unwrap();
+        peer.send_answer(&more.id.to_string(), &more.message)
+            .unwrap();
+    });
+    let outcomes = Outcomes::new(N + 1);
+    let ((mut ev, conn), peak) = memory::track(|| {
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev
+            .connect(&server.url(), ConnectionConfig::default())
+            .unwrap();
+        ev.submit_with(conn, 0, short(50), outcomes.callback(0))
+            .unwrap();
+        for i in 1..N {
+            ev.submit(conn, i, outcomes.callback(i)).unwrap();
+        }
+        turn_until(&mut ev, |_| outcomes.completed() == 1);
+        assert_eq!(outcomes.error(0), "Timeout");
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        go_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| outcomes.completed() == N);
+        ev.submit(conn, N, outcomes.callback(N)).unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        (ev, conn)
+    });
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.error(0), "Timeout");
+    for i in 1..=N {
+        assert_eq!(outcomes.get(i).unwrap(), i.to_string(), "call {i}");
+    }
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!((stats.timeouts, stats.stale_id), (1, 1));
+    assert_eq!(stats.answers, N as u64);
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    eprintln!("one timeout: peak {}", mib(peak));
+    assert!(peak < LOOP_BOUND, "peak {}", mib(peak));
+    close_and_wait(&mut ev, conn);
+    assert_serves_another_connection(&mut ev);
+    server.join();
+    assert_eq!(close_code_seen(&close), Some(1000));
 }
