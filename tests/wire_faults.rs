@@ -490,7 +490,7 @@ fn a_reset_in_the_middle_of_an_answer_fails_the_written_calls_with_reset() {
         client
             .ev
             .submit(client.conn, 1, |_, _| panic!("must not run")),
-        Err(Error::Disconnected(DisconnectReason::Reset))
+        Err(Error::NotSent(DisconnectReason::Reset))
     ));
     assert_eq!(client.ev.stats(client.conn).unwrap().messages_received, 0);
     client.assert_peak_below(LOOP_BOUND, "reset mid-frame");
