@@ -16,24 +16,12 @@ use rpcloop::{
     ReconnectPolicy, StateChange,
 };
 use serde_json::json;
-use support::memory::{self, PeakAlloc, mib};
+use support::memory::{PeakAlloc, bounded};
 use support::*;
 use tungstenite::Message;
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
-
-/// Runs a test's client side and asserts the loop's thread never held more than 16 MiB above
-/// where it started: whatever the fault, memory stays bounded by the configuration (the
-/// servers run on their own threads and are not counted).
-fn bounded(test: impl FnOnce()) {
-    let ((), peak) = memory::track(test);
-    assert!(
-        peak < 16 << 20,
-        "the client's thread peaked at {}",
-        mib(peak)
-    );
-}
 
 fn timeout(ms: u64) -> CallOptions {
     CallOptions {
@@ -95,20 +83,6 @@ impl Changes {
     }
 }
 
-/// The loop still serves a healthy connection after whatever the test did to it.
-fn serves_another_connection(ev: &mut EventLoop) {
-    let server = Server::start(echo);
-    let conn = ev
-        .connect(&server.url(), ConnectionConfig::default())
-        .unwrap();
-    let outcomes = Outcomes::new(1);
-    ev.submit(conn, "still alive", outcomes.callback(0))
-        .unwrap();
-    turn_until(ev, |_| outcomes.all_completed());
-    assert_eq!(outcomes.get(0), Ok(r#""still alive""#.to_owned()));
-    ev.close(conn).unwrap();
-}
-
 #[test]
 fn a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
     bounded(|| {
@@ -142,7 +116,7 @@ fn a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
             ]
         );
         assert!(!ev.has_pending());
-        serves_another_connection(&mut ev);
+        assert_serves_another_connection(&mut ev);
         done_tx.send(()).unwrap();
         server.join();
     });
@@ -190,7 +164,7 @@ fn a_dead_peer_is_found_while_the_client_keeps_sending() {
         for i in 0..submitted {
             assert_eq!(outcomes.error(i), "Disconnected(KeepaliveTimeout)");
         }
-        serves_another_connection(&mut ev);
+        assert_serves_another_connection(&mut ev);
         let _ = done_tx.send(()); // the server may have left already, on our close
         server.join();
     });
@@ -405,7 +379,7 @@ fn a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered_del
         );
         assert_eq!(*opened.borrow(), FLAPS);
         assert!(!ev.has_pending());
-        serves_another_connection(&mut ev);
+        assert_serves_another_connection(&mut ev);
     });
 }
 
@@ -584,7 +558,7 @@ fn out_of_attempts_the_connection_ends_and_its_waiting_calls_fail_unsent() {
             ev.submit(conn, 2, |_, _| {}),
             Err(Error::NotSent(DisconnectReason::ConnectFailed { .. }))
         ));
-        serves_another_connection(&mut ev);
+        assert_serves_another_connection(&mut ev);
     });
 }
 
@@ -609,7 +583,7 @@ fn a_peer_that_never_answers_the_close_is_dropped_at_the_close_timeout() {
         assert_eq!(outcomes.error(0), "Closed");
         assert_eq!(changes.all(), [StateChange::Closed]);
         assert!(matches!(ev.submit(conn, 2, |_, _| {}), Err(Error::Closed)));
-        serves_another_connection(&mut ev);
+        assert_serves_another_connection(&mut ev);
         done_tx.send(()).unwrap();
         server.join();
     });

@@ -129,38 +129,6 @@ fn calls_against(
     }
 }
 
-/// A few more turns: whatever was about to happen (a second completion) happens.
-fn settle(ev: &mut EventLoop) {
-    for _ in 0..3 {
-        ev.turn(Some(Duration::from_millis(5))).expect("turn");
-    }
-}
-
-/// Closes `conn` and turns until the close handshake is over.
-fn close_and_wait(ev: &mut EventLoop, conn: ConnId) {
-    ev.close(conn).expect("close");
-    turn_until(ev, |ev| ev.state(conn) == Some(ConnState::Closed));
-}
-
-/// The loop is still fit for work: a new connection to a healthy echo server opens and
-/// answers a call, and closes cleanly.
-fn assert_serves_another_connection(ev: &mut EventLoop) {
-    let server = Server::start(echo);
-    let conn = ev
-        .connect(&server.url(), ConnectionConfig::default())
-        .expect("connect again");
-    let outcomes = Outcomes::new(1);
-    ev.submit(conn, json!({"still": "alive"}), outcomes.callback(0))
-        .expect("submit on the new connection");
-    turn_until(ev, |_| outcomes.all_completed());
-    settle(ev);
-    outcomes.assert_exactly_once();
-    assert_eq!(outcomes.get(0).unwrap(), r#"{"still":"alive"}"#);
-    assert_eq!(ev.state(conn), Some(ConnState::Open));
-    close_and_wait(ev, conn);
-    server.join();
-}
-
 /// A raw server that completes the handshake, reads `calls` requests and then runs
 /// `misbehave`, which returns the close code it read from the client (see
 /// `RawPeer::read_until_close`); the code comes back through the receiver.

@@ -92,3 +92,16 @@ pub fn track<R>(f: impl FnOnce() -> R) -> (R, usize) {
 pub fn mib(bytes: usize) -> String {
     format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
 }
+
+/// Runs a test's client side and asserts its thread never held more than 16 MiB above where
+/// it started: whatever the fault, memory stays bounded by the configuration (servers run on
+/// their own threads and are not counted). Meaningful only in a binary whose global allocator
+/// is [`PeakAlloc`].
+pub fn bounded(test: impl FnOnce()) {
+    let ((), peak) = track(test);
+    assert!(
+        peak < 16 << 20,
+        "the client's thread peaked at {}",
+        mib(peak)
+    );
+}

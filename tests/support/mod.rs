@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rpcloop::{ConnId, ConnectionConfig, Context, Error, EventLoop, Response};
+use rpcloop::{ConnId, ConnState, ConnectionConfig, Context, Error, EventLoop, Response};
 use serde_json::Value;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
@@ -299,4 +299,40 @@ impl Outcomes {
     pub fn error(&self, i: usize) -> String {
         self.get(i).expect_err("expected an error")
     }
+}
+
+/// A few more turns: whatever was about to happen (a second completion) happens.
+pub fn settle(ev: &mut EventLoop) {
+    for _ in 0..3 {
+        ev.turn(Some(Duration::from_millis(5))).expect("turn");
+    }
+}
+
+/// Closes `conn` and turns until the close handshake is over.
+pub fn close_and_wait(ev: &mut EventLoop, conn: ConnId) {
+    ev.close(conn).expect("close");
+    turn_until(ev, |ev| ev.state(conn) == Some(ConnState::Closed));
+}
+
+/// The loop is still fit for work: a new connection to a healthy echo server opens and
+/// answers a call, and closes cleanly.
+pub fn assert_serves_another_connection(ev: &mut EventLoop) {
+    let server = Server::start(echo);
+    let conn = ev
+        .connect(&server.url(), ConnectionConfig::default())
+        .expect("connect again");
+    let outcomes = Outcomes::new(1);
+    ev.submit(
+        conn,
+        serde_json::json!({"still": "alive"}),
+        outcomes.callback(0),
+    )
+    .expect("submit on the new connection");
+    turn_until(ev, |_| outcomes.all_completed());
+    settle(ev);
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.get(0).unwrap(), r#"{"still":"alive"}"#);
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    close_and_wait(ev, conn);
+    server.join();
 }
