@@ -1087,7 +1087,9 @@ fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
     assert_eq!(stats.requests_sent, accepted as u64);
     assert_eq!(stats.answers, accepted as u64);
     assert_eq!(ev.state(conn), Some(ConnState::Open));
-    assert!(drain_peak < LOOP_BOUND, "{}", mib(drain_peak));
+    // Answers read in one turn are held until their callbacks run: at most one per accepted
+    // call (a slow, loaded client reads many per turn).
+    assert!(drain_peak < LOOP_BOUND + backlog, "{}", mib(drain_peak));
     close_and_wait(&mut ev, conn);
     assert_serves_another_connection(&mut ev);
     server.join();
