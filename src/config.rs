@@ -52,7 +52,8 @@ pub struct ConnectionConfig {
     pub max_message_size: usize,
     /// Largest incoming frame (one fragment of a message), in bytes. A frame announcing more
     /// ends the connection with close code 1009 on reading its header, before any of its
-    /// payload is buffered. Default: 16 MiB.
+    /// payload is buffered. A frame under the limit may reserve its announced size as soon as
+    /// its header arrives, so this is also what one stalled frame can cost. Default: 16 MiB.
     pub max_frame_size: usize,
     /// Bytes that may wait in the write buffer when the socket is slower than the calls (a peer
     /// that reads slowly, or not at all); past it `submit` fails with

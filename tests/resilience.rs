@@ -384,6 +384,50 @@ fn a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered_del
 }
 
 #[test]
+fn a_connection_that_stayed_up_long_enough_starts_its_backoff_over() {
+    bounded(|| {
+        const FLAPS: usize = 5;
+        let server = Server::start_many(FLAPS, |ws, _| {
+            if let Some(req) = read_request(ws) {
+                answer(ws, req.id, &req.message);
+                let _ = ws.flush();
+            }
+        });
+        let config = ConnectionConfig {
+            // Every connection that opened counts as stable: each loss starts from attempt 1.
+            reconnect: Some(ReconnectPolicy {
+                reset_after: Duration::ZERO,
+                ..quick_reconnect()
+            }),
+            ..ConnectionConfig::default()
+        };
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev.connect(&server.url(), config).unwrap();
+        let outcomes = Outcomes::new(FLAPS);
+        let changes = Changes::default();
+        let log = changes.0.clone();
+        let record = outcomes.clone();
+        let mut opens = 0;
+        ev.set_state_handler(conn, move |ctx, conn, change| {
+            if change == StateChange::Open && opens < FLAPS {
+                ctx.submit(conn, opens, record.callback(opens)).unwrap();
+                opens += 1;
+            }
+            log.borrow_mut().push(change);
+        })
+        .unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        outcomes.assert_exactly_once();
+        turn_until(&mut ev, |_| changes.delays().len() >= FLAPS);
+        let attempts: Vec<u32> = changes.delays()[..FLAPS].iter().map(|d| d.0).collect();
+        assert_eq!(attempts, [1; FLAPS]);
+        ev.close(conn).unwrap();
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
 fn after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back() {
     bounded(|| {
         const LIMIT: usize = 100;
