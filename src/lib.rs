@@ -155,8 +155,10 @@ mod stats;
 
 pub use crate::config::{CallOptions, ConnectionConfig, ReconnectPolicy};
 pub use crate::core::call_id::CallId;
-pub use crate::core::codec::{Codec, Decoded, Envelope};
+pub use crate::core::codec::{Codec, CodecError, Decoded, Envelope, IdStyle, JsonRpc2};
 pub use crate::core::conn_id::ConnId;
+pub use crate::core::notification::Notification;
+pub use crate::core::request::Request;
 pub use crate::core::response::Response;
 pub use crate::core::unmatched::{Unmatched, UnmatchedReason};
 pub use crate::driver::call_slot::PendingCall;
@@ -165,6 +167,7 @@ pub use crate::driver::context::Context;
 pub use crate::driver::event_loop::EventLoop;
 pub use crate::driver::handle::Handle;
 pub use crate::driver::state_change::StateChange;
+pub use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 pub use crate::error::{DisconnectReason, Error};
 pub use crate::stats::ConnStats;
 

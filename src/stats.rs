@@ -22,6 +22,11 @@ pub struct ConnStats {
     pub malformed: u64,
     /// Binary messages.
     pub binary: u64,
+    /// Notifications handed to a subscription or a method handler.
+    pub notifications: u64,
+    /// Notifications naming a subscription that is not live (late items after unsubscribe,
+    /// unknown keys); also counted in `no_id`, as pushes.
+    pub unknown_subscription: u64,
     /// Times the connection opened again after a loss (with a reconnect policy).
     pub reconnects: u64,
 }

@@ -19,11 +19,22 @@ use tungstenite::Utf8Bytes;
 use super::call_id::CallId;
 use super::codec::{Codec, Decoded};
 use super::conn_id::ConnId;
+use super::notification::Notification;
 use super::pending::{PendingCall, PendingCalls, Unknown};
 use super::response::Response;
 use super::unmatched::UnmatchedReason;
 use super::wheel::TimerWheel;
 use crate::error::Error;
+
+/// What became of an incoming frame ([`Correlator::handle_frame`]).
+pub(crate) enum Routed {
+    /// It completed one call, or several (a batch answer).
+    Answered,
+    /// It completed nothing, for this reason.
+    Unmatched(UnmatchedReason, Utf8Bytes),
+    /// A notification, for the driver to route by subscription key or method.
+    Notification(Notification),
+}
 
 /// A finished call: its token and its result, ready for the driver to dispatch.
 #[derive(Debug)]
@@ -112,15 +123,63 @@ impl<T> Correlator<T> {
             .is_some_and(|call| call.unsent.is_some())
     }
 
-    /// Matches an incoming text frame from `conn`. On a match the call's completion is queued
-    /// and its id returned; otherwise the frame comes back with the reason it matched nothing.
+    /// Routes an incoming text frame from `conn`: an answer completes its call (a batch answer,
+    /// each of its calls); a notification comes back for the driver to route; anything else
+    /// comes back with the reason it matched nothing. Batch elements that match nothing, when
+    /// others did, are only reported to `stray` (for counting).
     pub(crate) fn handle_frame(
         &mut self,
         conn: ConnId,
         codec: &dyn Codec,
         frame: Utf8Bytes,
-    ) -> Result<CallId, (UnmatchedReason, Utf8Bytes)> {
-        let (wire_id, outcome) = match codec.decode(frame.as_str()) {
+        stray: &mut impl FnMut(UnmatchedReason),
+    ) -> Routed {
+        match codec.decode(frame.as_str()) {
+            Decoded::Batch(elements) => {
+                let mut answered = false;
+                let mut first_miss = None;
+                for element in elements {
+                    match self.match_answer(conn, &frame, element) {
+                        Ok(()) => answered = true,
+                        Err(reason) => {
+                            stray(reason);
+                            first_miss.get_or_insert(reason);
+                        }
+                    }
+                }
+                match (answered, first_miss) {
+                    (false, Some(reason)) => Routed::Unmatched(reason, frame),
+                    _ => Routed::Answered,
+                }
+            }
+            Decoded::Notification {
+                method,
+                params,
+                subscription,
+                item,
+            } => Routed::Notification(Notification::new(
+                conn,
+                frame,
+                method,
+                params,
+                subscription,
+                item,
+            )),
+            decoded => match self.match_answer(conn, &frame, decoded) {
+                Ok(()) => Routed::Answered,
+                Err(reason) => Routed::Unmatched(reason, frame),
+            },
+        }
+    }
+
+    /// Completes the call a decoded answer names, or says why it names none.
+    fn match_answer(
+        &mut self,
+        conn: ConnId,
+        frame: &Utf8Bytes,
+        decoded: Decoded,
+    ) -> Result<(), UnmatchedReason> {
+        let (wire_id, outcome) = match decoded {
             Decoded::Answer { id, payload } => (id, Ok(payload)),
             Decoded::Failure {
                 id,
@@ -135,29 +194,26 @@ impl<T> Correlator<T> {
                     data,
                 }),
             ),
-            Decoded::ForeignId => return Err((UnmatchedReason::UnknownId, frame)),
-            Decoded::NoId => return Err((UnmatchedReason::NoId, frame)),
-            Decoded::Malformed => return Err((UnmatchedReason::Malformed, frame)),
+            Decoded::ForeignId => return Err(UnmatchedReason::UnknownId),
+            Decoded::NoId | Decoded::Notification { .. } => return Err(UnmatchedReason::NoId),
+            Decoded::Malformed | Decoded::Batch(_) => return Err(UnmatchedReason::Malformed),
         };
-        let Some(id) = CallId::from_u64(wire_id) else {
-            return Err((UnmatchedReason::UnknownId, frame));
-        };
+        let id = CallId::from_u64(wire_id).ok_or(UnmatchedReason::UnknownId)?;
         match self.pending.get(id) {
             // Only the connection that carried the request can answer it, and only once the
             // request was written: anything else is a guess, not an answer.
             Some(call) if call.conn == conn && call.unsent.is_none() => {}
-            Some(_) => return Err((UnmatchedReason::UnknownId, frame)),
+            Some(_) => return Err(UnmatchedReason::UnknownId),
             None => {
-                let reason = match self.pending.classify_unknown(id) {
+                return Err(match self.pending.classify_unknown(id) {
                     Unknown::Stale => UnmatchedReason::StaleId,
                     Unknown::Never => UnmatchedReason::UnknownId,
-                };
-                return Err((reason, frame));
+                });
             }
         }
-        let result = outcome.map(|payload| Response::new(id, frame, payload));
+        let result = outcome.map(|payload| Response::new(id, frame.clone(), payload));
         self.complete(id, result);
-        Ok(id)
+        Ok(())
     }
 
     /// Fails every call whose deadline is at or before tick `now` with [`Error::Timeout`];
@@ -255,6 +311,20 @@ impl<T> Correlator<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `handle_frame` for frames that are answers or unmatched.
+    fn route<T>(
+        c: &mut Correlator<T>,
+        conn: ConnId,
+        codec: &dyn Codec,
+        frame: Utf8Bytes,
+    ) -> Result<(), (UnmatchedReason, Utf8Bytes)> {
+        match c.handle_frame(conn, codec, frame, &mut |_| {}) {
+            Routed::Answered => Ok(()),
+            Routed::Unmatched(reason, frame) => Err((reason, frame)),
+            Routed::Notification(n) => panic!("{n:?}"),
+        }
+    }
     use crate::core::codec::Envelope;
     use std::collections::HashMap;
 
@@ -282,8 +352,8 @@ mod tests {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 100, None, 1);
         assert_eq!(
-            c.handle_frame(A, &Envelope, answer(id, r#"{"x":1}"#)),
-            Ok(id)
+            route(&mut c, A, &Envelope, answer(id, r#"{"x":1}"#)),
+            Ok(())
         );
         assert_eq!(drain(&mut c), vec![(1, Ok(r#"{"x":1}"#.to_owned()))]);
         assert_eq!(c.pending_len(), 0);
@@ -310,7 +380,7 @@ mod tests {
         let id = c.handle_submit(A, 10, None, 1);
         c.handle_timeout(10);
         assert_eq!(drain(&mut c).len(), 1);
-        let late = c.handle_frame(A, &Envelope, answer(id, "1"));
+        let late = route(&mut c, A, &Envelope, answer(id, "1"));
         assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
         assert!(drain(&mut c).is_empty());
     }
@@ -323,13 +393,10 @@ mod tests {
         drain(&mut c);
         let new = c.handle_submit(A, 1_000, None, 2);
         assert_eq!(old.slot(), new.slot());
-        let late = c.handle_frame(A, &Envelope, answer(old, r#""old""#));
+        let late = route(&mut c, A, &Envelope, answer(old, r#""old""#));
         assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
         assert!(drain(&mut c).is_empty());
-        assert_eq!(
-            c.handle_frame(A, &Envelope, answer(new, r#""new""#)),
-            Ok(new)
-        );
+        assert_eq!(route(&mut c, A, &Envelope, answer(new, r#""new""#)), Ok(()));
         assert_eq!(drain(&mut c), vec![(2, Ok(r#""new""#.to_owned()))]);
     }
 
@@ -338,7 +405,7 @@ mod tests {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
         // The driver handles I/O before timers within a turn.
-        assert_eq!(c.handle_frame(A, &Envelope, answer(id, "1")), Ok(id));
+        assert_eq!(route(&mut c, A, &Envelope, answer(id, "1")), Ok(()));
         assert_eq!(c.handle_timeout(50), 0);
         assert_eq!(drain(&mut c), vec![(1, Ok("1".to_owned()))]);
     }
@@ -347,8 +414,8 @@ mod tests {
     fn duplicate_answers_complete_once() {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
-        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_ok());
-        let dup = c.handle_frame(A, &Envelope, answer(id, "1"));
+        assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_ok());
+        let dup = route(&mut c, A, &Envelope, answer(id, "1"));
         assert!(matches!(dup, Err((UnmatchedReason::StaleId, _))));
         assert_eq!(drain(&mut c).len(), 1);
     }
@@ -358,12 +425,12 @@ mod tests {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
         assert!(matches!(
-            c.handle_frame(B, &Envelope, answer(id, "1")),
+            route(&mut c, B, &Envelope, answer(id, "1")),
             Err((UnmatchedReason::UnknownId, _))
         ));
         let queued = c.handle_submit(A, 50, Some("frame".into()), 2);
         assert!(matches!(
-            c.handle_frame(A, &Envelope, answer(queued, "1")),
+            route(&mut c, A, &Envelope, answer(queued, "1")),
             Err((UnmatchedReason::UnknownId, _))
         ));
         assert_eq!(c.pending_len(), 2);
@@ -390,7 +457,7 @@ mod tests {
         let id = c.handle_submit(A, 50, None, 1);
         assert!(c.handle_cancel(id));
         assert!(!c.handle_cancel(id));
-        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_err());
+        assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_err());
         assert_eq!(c.handle_timeout(50), 0);
         assert_eq!(drain(&mut c), vec![(1, Err(Error::Cancelled.to_string()))]);
     }
@@ -399,7 +466,7 @@ mod tests {
     fn answer_then_cancel_keeps_the_answer() {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
-        assert!(c.handle_frame(A, &Envelope, answer(id, "1")).is_ok());
+        assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_ok());
         assert!(!c.handle_cancel(id), "the answer won the race");
         assert_eq!(drain(&mut c), vec![(1, Ok("1".to_owned()))]);
     }
@@ -437,14 +504,21 @@ mod tests {
             "the unsent call waits for the next connection"
         );
         assert_eq!(c.take_unsent(unsent).as_deref(), Some("{}"));
-        assert!(c.handle_frame(A, &Envelope, answer(unsent, "7")).is_ok());
+        assert!(route(&mut c, A, &Envelope, answer(unsent, "7")).is_ok());
         assert_eq!(drain(&mut c), vec![(2, Ok("7".to_owned()))]);
     }
 
     #[derive(Debug)]
     struct FailingCodec;
     impl Codec for FailingCodec {
-        fn encode_request(&self, _: CallId, _: &str, _: &mut String) {}
+        fn encode_request(
+            &self,
+            _: CallId,
+            _: &str,
+            _: &mut String,
+        ) -> Result<(), crate::core::codec::CodecError> {
+            Ok(())
+        }
         fn decode(&self, frame: &str) -> Decoded {
             Decoded::Failure {
                 id: frame.parse().unwrap(),
@@ -459,10 +533,7 @@ mod tests {
     fn a_codec_failure_completes_with_a_remote_error() {
         let mut c = Correlator::new();
         let id = c.handle_submit(A, 50, None, 1);
-        assert!(
-            c.handle_frame(A, &FailingCodec, id.to_string().into())
-                .is_ok()
-        );
+        assert!(route(&mut c, A, &FailingCodec, id.to_string().into()).is_ok());
         let done = c.poll_completion().unwrap();
         assert!(matches!(
             done.result,
@@ -519,7 +590,7 @@ mod tests {
                         } else {
                             conn
                         };
-                        let _ = c.handle_frame(on, &Envelope, answer(id, "0"));
+                        let _ = route(&mut c, on, &Envelope, answer(id, "0"));
                     }
                     6 if !issued.is_empty() => {
                         let (id, _, _) = issued[next(issued.len() as u64) as usize];

@@ -6,7 +6,7 @@
 //! handshaking (to learn that the connect finished and to push the request out) and, once open,
 //! only while bytes wait in the write buffer, so an idle connection causes no wake-ups.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
 use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
+use crate::driver::subscription::NotificationHandler;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -108,6 +109,10 @@ pub(crate) struct Connection {
     pub(crate) stats: ConnStats,
     pub(crate) handler: Option<MessageHandler>,
     pub(crate) state_handler: Option<StateHandler>,
+    /// Handlers of notifications by method (`None` while one runs).
+    pub(crate) notification_handlers: HashMap<Box<str>, Option<NotificationHandler>>,
+    /// Live subscriptions by key (the subscribe call's result, as JSON text).
+    pub(crate) subscription_keys: HashMap<Box<str>, u64>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
     /// Calls submitted before the connection opened, in submit order. Their requests wait in
@@ -156,6 +161,8 @@ impl Connection {
             stats: ConnStats::default(),
             handler: None,
             state_handler: None,
+            notification_handlers: HashMap::new(),
+            subscription_keys: HashMap::new(),
             addr,
             queued: VecDeque::new(),
             queued_bytes: 0,
@@ -190,6 +197,8 @@ impl Connection {
         self.queued = VecDeque::new();
         self.queued_bytes = 0;
         self.handler = None;
+        self.notification_handlers = HashMap::new();
+        self.subscription_keys = HashMap::new();
         self.reconnect = None;
     }
 
@@ -229,7 +238,11 @@ impl Connection {
 
     /// Counts an unmatched frame.
     pub(crate) fn count_unmatched(&mut self, reason: UnmatchedReason) {
-        let s = &mut self.stats;
+        Connection::count(&mut self.stats, reason);
+    }
+
+    /// Counts an unmatched frame (or batch element) in `s`.
+    pub(crate) fn count(s: &mut ConnStats, reason: UnmatchedReason) {
         match reason {
             UnmatchedReason::UnknownId => s.unknown_id += 1,
             UnmatchedReason::StaleId => s.stale_id += 1,

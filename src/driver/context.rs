@@ -4,7 +4,7 @@
 //! cancel another or close a connection. [`EventLoop`](crate::EventLoop) dereferences to
 //! `Context`, so the same methods are called on the loop itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use crate::config::{CallOptions, ConnectionConfig};
 use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Correlator;
+use crate::core::notification::Notification;
 use crate::core::response::Response;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
@@ -34,6 +35,7 @@ use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_mess
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
+use crate::driver::subscription::{Subscription, SubscriptionEvent};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -41,6 +43,16 @@ use crate::stats::ConnStats;
 pub(crate) type Callback = Box<dyn FnOnce(&mut Context, Result<Response, Error>)>;
 /// A connection's handler for messages that match no call.
 pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
+
+/// A message for the handlers, queued during the I/O pass.
+pub(crate) enum Inbound {
+    /// For the connection's message handler.
+    Unmatched(Unmatched),
+    /// For a subscription or a method handler, or else the message handler.
+    Notification(Notification),
+    /// For a subscription's handler.
+    Subscription(u64, SubscriptionEvent),
+}
 
 /// What a connection deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +73,13 @@ pub struct Context {
     pub(crate) conns: Slab<Connection>,
     pub(crate) calls: Correlator<Callback>,
     pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
-    /// Unmatched messages for connections with a handler, dispatched after the I/O pass.
-    pub(crate) unmatched: VecDeque<Unmatched>,
+    /// Unmatched messages (for connections with a handler) and notifications, dispatched after
+    /// the I/O pass, in arrival order.
+    pub(crate) inbound: VecDeque<Inbound>,
+    /// Live subscriptions, by id.
+    pub(crate) subscriptions: HashMap<u64, Subscription>,
+    /// The id the next subscription gets (never reused).
+    pub(crate) next_subscription: u64,
     /// State changes not yet told to the connections' state handlers.
     pub(crate) state_changes: VecDeque<(ConnId, StateChange)>,
     /// Connections with calls written into their buffer but not yet to the socket: flushed
@@ -93,7 +110,9 @@ impl Context {
             conns: Slab::new(),
             calls: Correlator::new(),
             conn_timers: TimerWheel::new(),
-            unmatched: VecDeque::new(),
+            inbound: VecDeque::new(),
+            subscriptions: HashMap::new(),
+            next_subscription: 0,
             state_changes: VecDeque::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
@@ -280,7 +299,10 @@ impl Context {
         let id = self.calls.next_id();
         let frame = &mut self.frame;
         frame.clear();
-        c.config.codec.encode_request(id, payload, frame);
+        if let Err(e) = c.config.codec.encode_request(id, payload, frame) {
+            let error = Error::Encode(serde::ser::Error::custom(e));
+            return Err((error, callback));
+        }
         if frame.len() > c.config.max_message_size {
             let error = Error::TooLarge {
                 size: frame.len(),
@@ -370,6 +392,7 @@ impl Context {
         c.ended = Some(Ended::Closed);
         c.queued.clear();
         self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
+        self.end_subscriptions(index, None, || Error::Closed);
         self.cancel_conn_timers(index);
         self.close_socket(index);
         self.change_state(index, StateChange::Closed);
@@ -523,19 +546,36 @@ impl Context {
                 log::trace!("call {} completed", done.id);
                 (done.token)(self, done.result);
                 ran += 1;
-            } else if let Some(message) = self.unmatched.pop_front() {
-                let index = message.conn().index();
-                if let Some(mut handler) = self.conns[index].handler.take() {
-                    handler(self, message);
-                    // Keep a handler the callback installed meanwhile.
-                    self.conns[index].handler.get_or_insert(handler);
-                    ran += 1;
-                }
+            } else if let Some(inbound) = self.inbound.pop_front() {
+                ran += usize::from(self.dispatch_inbound(inbound));
             } else {
                 break;
             }
         }
         ran
+    }
+}
+
+impl Context {
+    /// Runs the handler of one inbound message; `false` if none ran.
+    fn dispatch_inbound(&mut self, inbound: Inbound) -> bool {
+        match inbound {
+            Inbound::Unmatched(message) => self.run_message_handler(message),
+            Inbound::Notification(notification) => self.route_notification(notification),
+            Inbound::Subscription(id, event) => self.run_subscription_handler(id, event),
+        }
+    }
+
+    /// Runs the connection's message handler, if it still has one.
+    pub(crate) fn run_message_handler(&mut self, message: Unmatched) -> bool {
+        let index = message.conn().index();
+        let Some(mut handler) = self.conns[index].handler.take() else {
+            return false;
+        };
+        handler(self, message);
+        // Keep a handler the callback installed meanwhile.
+        self.conns[index].handler.get_or_insert(handler);
+        true
     }
 }
 

@@ -19,10 +19,11 @@ use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::core::conn_id::ConnId;
+use crate::core::correlator::Routed;
 use crate::core::keepalive::{Keepalive, KeepaliveAction};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{Ended, Socket, write_message};
-use crate::driver::context::{ConnTimer, Context};
+use crate::driver::connection::{Connection, Ended, Socket, write_message};
+use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::frame_arena::COPY_LIMIT;
 use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
@@ -165,6 +166,7 @@ impl Context {
         if let Some(reason) = failure {
             return self.fail(index, reason);
         }
+        self.resubscribe(index);
         self.read_frames(index);
         self.flush_conn(index);
     }
@@ -196,12 +198,23 @@ impl Context {
                         small if small.len() <= COPY_LIMIT => self.arena.copy(&small),
                         large => large,
                     };
-                    match self.calls.handle_frame(conn, &*c.config.codec, text) {
-                        Ok(_) => {
+                    let stats = &mut c.stats;
+                    let mut stray = |reason| Connection::count(stats, reason);
+                    match self
+                        .calls
+                        .handle_frame(conn, &*c.config.codec, text, &mut stray)
+                    {
+                        Routed::Answered => {
                             c.stats.answers += 1;
                             continue;
                         }
-                        Err((reason, text)) => Unmatched::text(conn, reason, text),
+                        Routed::Unmatched(reason, text) => Unmatched::text(conn, reason, text),
+                        Routed::Notification(notification) => {
+                            // Routed when dispatched, after the completions of this turn: a
+                            // subscription's first items may arrive with its subscribe answer.
+                            self.inbound.push_back(Inbound::Notification(notification));
+                            continue;
+                        }
                     }
                 }
                 Message::Binary(data) => {
@@ -229,11 +242,11 @@ impl Context {
         }
     }
 
-    fn on_unmatched(&mut self, index: usize, message: Unmatched) {
+    pub(crate) fn on_unmatched(&mut self, index: usize, message: Unmatched) {
         let c = &mut self.conns[index];
         c.count_unmatched(message.reason());
         if c.handler.is_some() {
-            self.unmatched.push_back(message);
+            self.inbound.push_back(Inbound::Unmatched(message));
         } else if log::log_enabled!(log::Level::Debug) {
             let reason = message.reason();
             match message.as_text() {
@@ -278,6 +291,7 @@ impl Context {
         });
         c.ended = Some(ended);
         self.arm_close_timer(index);
+        self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
         self.change_state(index, StateChange::Disconnected(reason));
         self.change_state(index, StateChange::Closed);
     }
@@ -356,7 +370,11 @@ impl Context {
             written.then(|| Error::Disconnected(reason.clone()))
         });
         self.change_state(index, StateChange::Disconnected(reason.clone()));
-        if !self.schedule_reconnect(index) {
+        let reconnecting = self.schedule_reconnect(index);
+        self.end_subscriptions(index, reconnecting.then_some(&reason), || {
+            Error::Disconnected(reason.clone())
+        });
+        if !reconnecting {
             self.end(index, Ended::Disconnected(reason));
         }
     }
@@ -378,6 +396,8 @@ impl Context {
         c.release();
         self.calls
             .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
+        self.end_subscriptions(index, None, || Error::Shutdown);
+        let c = &mut self.conns[index];
         if c.ended.is_none() {
             c.ended = Some(Ended::Closed);
             self.change_state(index, StateChange::Closed);

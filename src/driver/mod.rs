@@ -13,6 +13,7 @@ mod io;
 mod reconnect;
 pub(crate) mod state_change;
 mod stream;
+pub(crate) mod subscription;
 
 /// The token of the loop's `mio::Waker`, through which handles wake it.
 pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX);

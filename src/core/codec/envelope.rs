@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Codec, Decoded, parse_id, span_of};
+use super::{Codec, CodecError, Decoded, parse_id, span_of};
 use crate::core::call_id::CallId;
 
 /// The original protocol: a request is `{"id": N, "message": <payload>}` and the answer carries
@@ -29,12 +29,18 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 }
 
 impl Codec for Envelope {
-    fn encode_request(&self, id: CallId, payload: &str, out: &mut String) {
+    fn encode_request(
+        &self,
+        id: CallId,
+        payload: &str,
+        out: &mut String,
+    ) -> Result<(), CodecError> {
         out.reserve(payload.len() + 32);
         // Writing into a String cannot fail.
         let _ = write!(out, "{{\"id\":{id},\"message\":");
         out.push_str(payload);
         out.push('}');
+        Ok(())
     }
 
     fn decode(&self, frame: &str) -> Decoded {
@@ -76,10 +82,14 @@ mod tests {
     #[test]
     fn golden_request_frames() {
         let mut out = String::new();
-        Envelope.encode_request(CallId::from_u64(0).unwrap(), "42", &mut out);
+        Envelope
+            .encode_request(CallId::from_u64(0).unwrap(), "42", &mut out)
+            .unwrap();
         assert_eq!(out, r#"{"id":0,"message":42}"#);
         out.clear();
-        Envelope.encode_request(CallId::from_u64(CallId::MAX).unwrap(), r#""hi""#, &mut out);
+        Envelope
+            .encode_request(CallId::from_u64(CallId::MAX).unwrap(), r#""hi""#, &mut out)
+            .unwrap();
         assert_eq!(out, r#"{"id":9007199254740991,"message":"hi"}"#);
     }
 

@@ -5,7 +5,9 @@
 //! is never parsed into a `serde_json::Value` tree on the way to its caller.
 
 mod envelope;
+mod jsonrpc;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
@@ -14,6 +16,7 @@ use serde_json::value::RawValue;
 use super::call_id::CallId;
 
 pub use envelope::Envelope;
+pub use jsonrpc::{IdStyle, JsonRpc2};
 
 /// What a [`Codec`] found in an incoming text frame.
 #[derive(Debug)]
@@ -40,21 +43,57 @@ pub enum Decoded {
     },
     /// An id that none of our calls can carry (a string, a negative or fractional number...).
     ForeignId,
-    /// Valid JSON with no id: a server push.
+    /// Valid JSON with no id: a server push. (Also a JSON-RPC error reply whose id is `null`:
+    /// the server could not tell which request it answers.)
     NoId,
     /// Not valid JSON, or not the shape this codec expects.
     Malformed,
+    /// A notification (JSON-RPC: a `method` and no `id`), routed by method name, or to a
+    /// subscription by the key it carries. Ranges are byte ranges of the frame.
+    Notification {
+        /// The method's JSON string literal, quotes included.
+        method: Range<usize>,
+        /// The `params` JSON text, if any.
+        params: Option<Range<usize>>,
+        /// The subscription key's JSON text (`params.subscription`), if any.
+        subscription: Option<Range<usize>>,
+        /// The subscription item's JSON text (`params.result`), if any.
+        item: Option<Range<usize>>,
+    },
+    /// A batch answer (a JSON array): each element decoded on its own.
+    Batch(Vec<Decoded>),
 }
+
+/// Why a [`Codec`] could not encode a request; `submit` fails with
+/// [`Error::Encode`](crate::Error::Encode) carrying this text, and nothing is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(Cow<'static, str>);
+
+impl CodecError {
+    /// An error with this explanation.
+    pub fn new(why: impl Into<Cow<'static, str>>) -> Self {
+        CodecError(why.into())
+    }
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
 
 /// A wire format for requests and answers.
 ///
-/// Implement it to talk to a server whose id field has another name or shape. The built-in
-/// [`Envelope`] codec speaks the original `{"id": N, "message": ...}` protocol.
+/// Implement it to talk to a server whose id field has another name or shape (see
+/// `examples/custom_codec.rs`). Built in: [`Envelope`], the original
+/// `{"id": N, "message": ...}` protocol, and [`JsonRpc2`].
 ///
 /// ```
 /// use rpcloop::{CallId, Codec, Decoded, Envelope};
 /// let mut out = String::new();
-/// Envelope.encode_request(CallId::from_u64(7).unwrap(), r#"{"op":"ping"}"#, &mut out);
+/// Envelope.encode_request(CallId::from_u64(7).unwrap(), r#"{"op":"ping"}"#, &mut out).unwrap();
 /// assert_eq!(out, r#"{"id":7,"message":{"op":"ping"}}"#);
 /// match Envelope.decode(r#"{"id":7,"message":"pong"}"#) {
 ///     Decoded::Answer { id: 7, payload: Some(range) } => assert_eq!(range, 18..24),
@@ -62,8 +101,23 @@ pub enum Decoded {
 /// }
 /// ```
 pub trait Codec: Send + Sync + fmt::Debug {
-    /// Appends to `out` the frame for a request with this id; `payload` is valid JSON text.
-    fn encode_request(&self, id: CallId, payload: &str, out: &mut String);
+    /// Appends to `out` the frame for a request with this id; `payload` is valid JSON text
+    /// (what the caller passed to `submit`, serialized).
+    ///
+    /// # Errors
+    /// A [`CodecError`] when `payload` cannot be a request in this format; `out` may then hold
+    /// anything, it is discarded.
+    fn encode_request(&self, id: CallId, payload: &str, out: &mut String)
+    -> Result<(), CodecError>;
+
+    /// Appends to `out` the frame for a notification: a message that expects no answer.
+    ///
+    /// # Errors
+    /// By default every notification is refused: the format has none.
+    fn encode_notification(&self, payload: &str, out: &mut String) -> Result<(), CodecError> {
+        let _ = (payload, out);
+        Err(CodecError::new("this codec has no notifications"))
+    }
 
     /// Finds the id (and payload or error) in an incoming text frame.
     fn decode(&self, frame: &str) -> Decoded;

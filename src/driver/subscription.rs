@@ -1,0 +1,427 @@
+//! How server notifications reach user code: handlers by method name, and subscriptions — a
+//! subscribe call whose answer names a key, then every notification carrying that key.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::config::CallOptions;
+use crate::core::call_id::CallId;
+use crate::core::conn_id::ConnId;
+use crate::core::notification::Notification;
+use crate::core::request::Request;
+use crate::core::response::Response;
+use crate::core::unmatched::{Unmatched, UnmatchedReason};
+use crate::driver::context::{Context, Inbound};
+use crate::error::{DisconnectReason, Error};
+
+/// A connection's handler for notifications of one method.
+pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>;
+/// A subscription's handler.
+pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
+
+/// A subscription made with [`Context::subscribe`]; pass it to [`Context::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subscription {}", self.0)
+    }
+}
+
+/// What a subscription's handler receives.
+///
+/// Items arrive in the order the server sent them. Exactly one `Ended` closes every
+/// subscription, after which the handler is dropped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscriptionEvent {
+    /// A notification for this subscription; its payload is [`Notification::item`].
+    Item(Notification),
+    /// The connection was lost; with [`SubscribeOptions::resubscribe`] and a reconnect policy,
+    /// the subscription is made again when the connection comes back, and items resume (items
+    /// sent meanwhile are lost).
+    Interrupted(DisconnectReason),
+    /// Subscribed again after an interruption (the key may have changed).
+    Resubscribed,
+    /// The subscription is over: the subscribe call failed (`Remote`, `Timeout`...), the
+    /// connection ended (`Disconnected`, `Closed`, `Shutdown`), or
+    /// [`unsubscribe`](Context::unsubscribe) was called (`Cancelled`).
+    Ended(Error),
+}
+
+/// How a subscription is made ([`Context::subscribe_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// When the connection is lost and comes back (a
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)), subscribe again instead of ending.
+    /// Default: `false`.
+    pub resubscribe: bool,
+    /// The subscribe call's timeout; `None` takes the connection's default.
+    pub timeout: Option<Duration>,
+}
+
+/// Where a subscription is in its life.
+enum SubState {
+    /// The subscribe call (of this attempt) is in flight.
+    Subscribing(u32),
+    /// Subscribed under this key (the JSON text of the subscribe call's result).
+    Active(Box<str>),
+    /// The connection was lost; subscribing again when it opens.
+    Interrupted,
+    /// Its `Ended` event is queued; removed once it is delivered.
+    Ended,
+}
+
+/// A live subscription.
+pub(crate) struct Subscription {
+    conn: ConnId,
+    method: Box<str>,
+    params: Box<RawValue>,
+    unsubscribe_method: Box<str>,
+    options: SubscribeOptions,
+    state: SubState,
+    /// Attempts made (the first subscribe, then each resubscribe).
+    attempt: u32,
+    /// Taken while it runs.
+    handler: Option<EventHandler>,
+}
+
+impl Context {
+    /// Sets the handler of notifications of `method` on `conn` (JSON-RPC 2.0: messages with a
+    /// `method` and no `id`). Notifications that belong to a subscription go to the
+    /// subscription instead; those nobody handles go to the message handler as pushes
+    /// ([`UnmatchedReason::NoId`]).
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
+    /// ev.on_notification(conn, "ticker", |_ctx, n| {
+    ///     let price: f64 = n.params().unwrap_or_default();
+    ///     println!("price {price}");
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
+    pub fn on_notification<H>(
+        &mut self,
+        conn: ConnId,
+        method: &str,
+        handler: H,
+    ) -> Result<(), Error>
+    where
+        H: FnMut(&mut Context, Notification) + 'static,
+    {
+        let c = self
+            .conns
+            .get_mut(conn.index())
+            .ok_or(Error::UnknownConnection)?;
+        c.notification_handlers
+            .insert(method.into(), Some(Box::new(handler)));
+        Ok(())
+    }
+
+    /// Subscribes with default options; see [`subscribe_with`](Self::subscribe_with).
+    ///
+    /// # Errors
+    /// As [`subscribe_with`](Self::subscribe_with).
+    pub fn subscribe<P, F>(
+        &mut self,
+        conn: ConnId,
+        method: &str,
+        params: P,
+        unsubscribe_method: &str,
+        on_event: F,
+    ) -> Result<SubscriptionId, Error>
+    where
+        P: Serialize,
+        F: FnMut(&mut Context, SubscriptionEvent) + 'static,
+    {
+        self.subscribe_with(
+            conn,
+            method,
+            params,
+            unsubscribe_method,
+            SubscribeOptions::default(),
+            on_event,
+        )
+    }
+
+    /// Subscribes to a stream of notifications (the JSON-RPC pattern of Ethereum and Solana
+    /// nodes): calls `method` with `params`, takes the call's result as the subscription's key,
+    /// and from then on hands every notification whose `params.subscription` is that key to
+    /// `on_event`, in arrival order, as [`SubscriptionEvent::Item`]. `on_event` receives exactly
+    /// one [`SubscriptionEvent::Ended`] last. [`unsubscribe`](Self::unsubscribe) calls
+    /// `unsubscribe_method` with `[key]`.
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
+    /// let sub = ev.subscribe(conn, "eth_subscribe", ["newHeads"], "eth_unsubscribe", |_ctx, event| {
+    ///     match event {
+    ///         SubscriptionEvent::Item(n) => println!("head {}", n.item_text()),
+    ///         SubscriptionEvent::Ended(why) => println!("ended: {why}"),
+    ///         _ => {}
+    ///     }
+    /// })?;
+    /// // ... later
+    /// ev.unsubscribe(sub);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit) for the subscribe call; [`Error::Encode`] if `params` do not
+    /// serialize. On error nothing was subscribed and `on_event` is dropped unrun.
+    pub fn subscribe_with<P, F>(
+        &mut self,
+        conn: ConnId,
+        method: &str,
+        params: P,
+        unsubscribe_method: &str,
+        options: SubscribeOptions,
+        on_event: F,
+    ) -> Result<SubscriptionId, Error>
+    where
+        P: Serialize,
+        F: FnMut(&mut Context, SubscriptionEvent) + 'static,
+    {
+        let params = serde_json::value::to_raw_value(&params).map_err(Error::Encode)?;
+        let id = self.next_subscription;
+        self.send_subscribe(conn, id, 0, method, &params, options.timeout)?;
+        self.next_subscription += 1;
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                conn,
+                method: method.into(),
+                params,
+                unsubscribe_method: unsubscribe_method.into(),
+                options,
+                state: SubState::Subscribing(0),
+                attempt: 0,
+                handler: Some(Box::new(on_event)),
+            },
+        );
+        Ok(SubscriptionId(id))
+    }
+
+    /// Ends a subscription: its handler receives `Ended(Error::Cancelled)`, and the server is
+    /// sent the unsubscribe call (at once if subscribed; when the subscribe answer arrives, if
+    /// it is still in flight). Items already on their way are counted and dropped. Returns
+    /// `false` if the subscription had already ended.
+    pub fn unsubscribe(&mut self, sub: SubscriptionId) -> bool {
+        let Some(s) = self.subscriptions.get_mut(&sub.0) else {
+            return false;
+        };
+        match std::mem::replace(&mut s.state, SubState::Ended) {
+            SubState::Ended => return false,
+            SubState::Active(key) => {
+                let (conn, method) = (s.conn, s.unsubscribe_method.clone());
+                if let Some(c) = self.conns.get_mut(conn.index()) {
+                    c.subscription_keys.remove(&key);
+                }
+                self.send_unsubscribe(conn, &method, &key);
+            }
+            SubState::Subscribing(_) | SubState::Interrupted => {}
+        }
+        self.inbound.push_back(Inbound::Subscription(
+            sub.0,
+            SubscriptionEvent::Ended(Error::Cancelled),
+        ));
+        true
+    }
+
+    /// Sends subscription `id`'s subscribe call (attempt `attempt`).
+    fn send_subscribe(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        attempt: u32,
+        method: &str,
+        params: &RawValue,
+        timeout: Option<Duration>,
+    ) -> Result<CallId, Error> {
+        let payload =
+            serde_json::to_string(&Request::new(method, params)).map_err(Error::Encode)?;
+        let callback = Box::new(move |ctx: &mut Context, result: Result<Response, Error>| {
+            ctx.on_subscribe_answer(id, attempt, result);
+        });
+        self.try_submit(conn, &payload, CallOptions { timeout }, callback)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Sends `method([key])`; its answer is only logged.
+    fn send_unsubscribe(&mut self, conn: ConnId, method: &str, key: &str) {
+        let params = format!("[{key}]");
+        let Ok(params) = RawValue::from_string(params) else {
+            return; // a key is the JSON text of a result: always valid
+        };
+        let Ok(payload) = serde_json::to_string(&Request::new(method, &*params)) else {
+            return;
+        };
+        let callback = Box::new(|_: &mut Context, result: Result<Response, Error>| {
+            if let Err(e) = result {
+                log::debug!("unsubscribe failed: {e}");
+            }
+        });
+        if let Err((e, _)) = self.try_submit(conn, &payload, CallOptions::default(), callback) {
+            log::debug!("unsubscribe not sent: {e}");
+        }
+    }
+
+    /// The answer to a subscribe call.
+    fn on_subscribe_answer(&mut self, id: u64, attempt: u32, result: Result<Response, Error>) {
+        let Some(s) = self.subscriptions.get_mut(&id) else {
+            return;
+        };
+        let current = matches!(s.state, SubState::Subscribing(a) if a == attempt);
+        match result {
+            Ok(answer) if current => {
+                let key: Box<str> = answer.text().into();
+                if let Some(c) = self.conns.get_mut(s.conn.index()) {
+                    c.subscription_keys.insert(key.clone(), id);
+                }
+                s.state = SubState::Active(key);
+                if attempt > 0 {
+                    self.inbound
+                        .push_back(Inbound::Subscription(id, SubscriptionEvent::Resubscribed));
+                }
+            }
+            // Unsubscribed while the call was in flight: the server subscribed anyway.
+            Ok(answer) if matches!(s.state, SubState::Ended) => {
+                let (conn, method) = (s.conn, s.unsubscribe_method.clone());
+                self.send_unsubscribe(conn, &method, answer.text());
+            }
+            Err(e) if current => {
+                s.state = SubState::Ended;
+                self.inbound
+                    .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a subscription's handler; drops the subscription after its `Ended` event.
+    pub(crate) fn run_subscription_handler(&mut self, id: u64, event: SubscriptionEvent) -> bool {
+        let Some(mut handler) = self
+            .subscriptions
+            .get_mut(&id)
+            .and_then(|s| s.handler.take())
+        else {
+            return false;
+        };
+        let last = matches!(event, SubscriptionEvent::Ended(_));
+        handler(self, event);
+        if last {
+            self.subscriptions.remove(&id);
+        } else if let Some(s) = self.subscriptions.get_mut(&id) {
+            s.handler = Some(handler);
+        }
+        true
+    }
+
+    /// Routes a notification: to the subscription its key names, else to the handler of its
+    /// method, else to the message handler as a push.
+    pub(crate) fn route_notification(&mut self, notification: Notification) -> bool {
+        let index = notification.conn().index();
+        let c = &mut self.conns[index];
+        let sub = notification
+            .subscription_key()
+            .and_then(|key| c.subscription_keys.get(key).copied());
+        if let Some(id) = sub {
+            c.stats.notifications += 1;
+            return self.run_subscription_handler(id, SubscriptionEvent::Item(notification));
+        }
+        let method = notification.method();
+        if let Some(slot) = c.notification_handlers.get_mut(&*method) {
+            if let Some(mut handler) = slot.take() {
+                let method: Box<str> = method.into();
+                c.stats.notifications += 1;
+                handler(self, notification);
+                if let Some(slot) = self.conns[index].notification_handlers.get_mut(&method) {
+                    slot.get_or_insert(handler);
+                }
+                return true;
+            }
+        }
+        if notification.subscription_key().is_some() {
+            // A late item (after unsubscribe) or a key we never subscribed to.
+            c.stats.unknown_subscription += 1;
+        }
+        let message = Unmatched::text(
+            notification.conn(),
+            UnmatchedReason::NoId,
+            notification.into_frame(),
+        );
+        self.on_unmatched(index, message);
+        false
+    }
+
+    /// The connection's subscriptions lose it: with `resume` (the connection is coming back),
+    /// those made with `resubscribe` are interrupted; the others end with `error()`.
+    pub(crate) fn end_subscriptions(
+        &mut self,
+        index: usize,
+        resume: Option<&DisconnectReason>,
+        error: impl Fn() -> Error,
+    ) {
+        if let Some(c) = self.conns.get_mut(index) {
+            c.subscription_keys.clear();
+        }
+        for (&id, s) in &mut self.subscriptions {
+            if s.conn.index() != index || matches!(s.state, SubState::Ended) {
+                continue;
+            }
+            let event = match resume {
+                Some(reason) if s.options.resubscribe => {
+                    if matches!(s.state, SubState::Interrupted) {
+                        continue; // told already: a reconnect attempt failed
+                    }
+                    s.state = SubState::Interrupted;
+                    SubscriptionEvent::Interrupted(reason.clone())
+                }
+                _ => {
+                    s.state = SubState::Ended;
+                    SubscriptionEvent::Ended(error())
+                }
+            };
+            self.inbound.push_back(Inbound::Subscription(id, event));
+        }
+    }
+
+    /// The connection opened again: subscribe again where asked.
+    pub(crate) fn resubscribe(&mut self, index: usize) {
+        let due: Vec<u64> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.conn.index() == index && matches!(s.state, SubState::Interrupted))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let Some(s) = self.subscriptions.get_mut(&id) else {
+                continue;
+            };
+            s.attempt += 1;
+            let attempt = s.attempt;
+            s.state = SubState::Subscribing(attempt);
+            let (conn, method, params, timeout) = (
+                s.conn,
+                s.method.clone(),
+                s.params.clone(),
+                s.options.timeout,
+            );
+            if let Err(e) = self.send_subscribe(conn, id, attempt, &method, &params, timeout) {
+                if let Some(s) = self.subscriptions.get_mut(&id) {
+                    s.state = SubState::Ended;
+                }
+                self.inbound
+                    .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
+            }
+        }
+    }
+}
