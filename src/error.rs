@@ -55,6 +55,12 @@ pub enum Error {
     Io(io::Error),
     /// The loop was shut down before the call completed.
     Shutdown,
+    /// A [`Subscription`](crate::Subscription)'s consumer fell behind: its queue was full and
+    /// its policy is [`Overflow::End`](crate::Overflow::End). The subscription is over.
+    SubscriberTooSlow {
+        /// The queue's capacity, in items.
+        capacity: usize,
+    },
     /// The URL given to [`Context::connect`](crate::Context::connect) is not a usable
     /// `ws://` URL, or its host did not resolve.
     InvalidUrl(String),
@@ -93,6 +99,11 @@ impl fmt::Display for Error {
             Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Shutdown => f.write_str("event loop shut down"),
+            Error::SubscriberTooSlow { capacity } => write!(
+                f,
+                "subscription ended: its consumer fell behind and the queue of {capacity} items \
+                 was full"
+            ),
             Error::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
             Error::UnknownConnection => f.write_str("no such connection on this event loop"),
             Error::Encode(e) => write!(f, "message could not be encoded as JSON: {e}"),

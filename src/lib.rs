@@ -168,6 +168,7 @@ pub use crate::driver::event_loop::EventLoop;
 pub use crate::driver::handle::Handle;
 pub use crate::driver::state_change::StateChange;
 pub use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
+pub use crate::driver::subscription_queue::{Overflow, QueueOptions, Subscription};
 pub use crate::error::{DisconnectReason, Error};
 pub use crate::stats::ConnStats;
 

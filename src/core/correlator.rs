@@ -82,6 +82,11 @@ impl<T> Correlator<T> {
         self.pending.has_room()
     }
 
+    /// Whether the id space has room for `n` more calls.
+    pub(crate) fn has_room_for(&self, n: usize) -> bool {
+        self.pending.has_room_for(n)
+    }
+
     /// How many completions wait to be polled.
     pub(crate) fn completions_len(&self) -> usize {
         self.completions.len()
@@ -114,6 +119,14 @@ impl<T> Correlator<T> {
     /// when the call has completed meanwhile (timed out, cancelled) or was already written.
     pub(crate) fn take_unsent(&mut self, id: CallId) -> Option<String> {
         self.pending.get_mut(id)?.unsent.take()
+    }
+
+    /// Gives a pending call its encoded request to send later (a batch's frame, stored with
+    /// its first call).
+    pub(crate) fn put_unsent(&mut self, id: CallId, frame: String) {
+        if let Some(call) = self.pending.get_mut(id) {
+            call.unsent = Some(frame);
+        }
     }
 
     /// Whether the call is pending with its request still unsent.
@@ -238,6 +251,14 @@ impl<T> Correlator<T> {
     /// Cancels a pending call ([`Error::Cancelled`]); `false` if it is not pending.
     pub(crate) fn handle_cancel(&mut self, id: CallId) -> bool {
         self.handle_failure(id, Error::Cancelled)
+    }
+
+    /// Takes back a call that was registered but turned out not to be submitted after all
+    /// (its batch could not be sent): it leaves with no completion, its token is returned.
+    pub(crate) fn handle_withdraw(&mut self, id: CallId) -> Option<T> {
+        let call = self.pending.take(id)?;
+        self.deadlines.cancel(call.timer);
+        Some(call.token)
     }
 
     /// Fails one pending call with `error`; `false` if it is not pending.

@@ -59,7 +59,12 @@ impl<T> PendingCalls<T> {
 
     /// Whether another call fits (the id space holds 2^24 pending calls).
     pub(crate) fn has_room(&self) -> bool {
-        self.calls.len() < MAX_SLOTS
+        self.has_room_for(1)
+    }
+
+    /// Whether `n` more calls fit.
+    pub(crate) fn has_room_for(&self, n: usize) -> bool {
+        self.calls.len().saturating_add(n) <= MAX_SLOTS
     }
 
     /// The id the next [`insert`](Self::insert) will return.

@@ -35,7 +35,7 @@ use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_mess
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
-use crate::driver::subscription::{Subscription, SubscriptionEvent};
+use crate::driver::subscription::{SubscriptionEntry, SubscriptionEvent};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -77,7 +77,7 @@ pub struct Context {
     /// the I/O pass, in arrival order.
     pub(crate) inbound: VecDeque<Inbound>,
     /// Live subscriptions, by id.
-    pub(crate) subscriptions: HashMap<u64, Subscription>,
+    pub(crate) subscriptions: HashMap<u64, SubscriptionEntry>,
     /// The id the next subscription gets (never reused).
     pub(crate) next_subscription: u64,
     /// State changes not yet told to the connections' state handlers.

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::config::CallOptions;
 use crate::core::conn_id::ConnId;
@@ -18,6 +19,8 @@ use crate::core::response::Response;
 use crate::driver::call_slot::{PendingCall, Slot};
 use crate::driver::connection::ConnState;
 use crate::driver::context::Context;
+use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent};
+use crate::driver::subscription_queue::{QueueOptions, SubQueue, Subscription};
 use crate::error::Error;
 
 /// Commands one turn runs at most; the rest wait for the next turn.
@@ -38,6 +41,15 @@ pub(crate) enum Command {
     },
     Cancel(Arc<Slot>),
     Close(ConnId),
+    Subscribe {
+        conn: ConnId,
+        method: String,
+        params: Box<RawValue>,
+        unsubscribe_method: String,
+        options: SubscribeOptions,
+        queue: Arc<SubQueue>,
+    },
+    Unsubscribe(Arc<SubQueue>),
 }
 
 struct Queue {
@@ -195,6 +207,41 @@ impl Handle {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// Subscribes from this thread (see [`Context::subscribe`](crate::Context::subscribe)):
+    /// the events arrive in a bounded queue this thread drains. A refusal (the connection is
+    /// closed, `params` do not serialize, the loop shut down...) arrives as the queue's one
+    /// `Ended` event.
+    pub fn subscribe<P: Serialize>(
+        &self,
+        conn: ConnId,
+        method: &str,
+        params: P,
+        unsubscribe_method: &str,
+        options: QueueOptions,
+    ) -> Subscription {
+        let queue = Arc::new(SubQueue::new(&options));
+        let subscription = Subscription::new(queue.clone(), self.shared.clone());
+        let params = match serde_json::value::to_raw_value(&params) {
+            Ok(params) => params,
+            Err(e) => {
+                queue.push(SubscriptionEvent::Ended(Error::Encode(e)));
+                return subscription;
+            }
+        };
+        let command = Command::Subscribe {
+            conn,
+            method: method.to_owned(),
+            params,
+            unsubscribe_method: unsubscribe_method.to_owned(),
+            options: options.subscribe,
+            queue: queue.clone(),
+        };
+        if self.shared.send(command).is_err() {
+            queue.push(SubscriptionEvent::Ended(Error::Shutdown));
+        }
+        subscription
+    }
+
     /// The connection's state as the loop last published it; `None` for an unknown connection.
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
         lock(&self.shared.states)
@@ -260,6 +307,42 @@ impl Context {
                     log::debug!("close from a handle: {e}");
                 }
             }
+            Command::Subscribe {
+                conn,
+                method,
+                params,
+                unsubscribe_method,
+                options,
+                queue,
+            } => {
+                let sink = queue.clone();
+                let on_event = move |ctx: &mut Context, event| {
+                    // Overflow under `Overflow::End`: the consumer is told; stop the server.
+                    if !sink.push(event) {
+                        if let Some(sub) = sink.sub() {
+                            ctx.unsubscribe(sub);
+                        }
+                    }
+                };
+                match self.subscribe_with(
+                    conn,
+                    &method,
+                    &*params,
+                    &unsubscribe_method,
+                    options,
+                    on_event,
+                ) {
+                    Ok(sub) => queue.set_sub(sub),
+                    Err(e) => {
+                        queue.push(SubscriptionEvent::Ended(e));
+                    }
+                }
+            }
+            Command::Unsubscribe(queue) => {
+                if let Some(sub) = queue.sub() {
+                    self.unsubscribe(sub);
+                }
+            }
         }
     }
 
@@ -273,8 +356,12 @@ impl Context {
         let mut commands = std::mem::take(&mut self.backlog);
         commands.extend(queued);
         for command in commands {
-            if let Command::Submit { callback, .. } = command {
-                callback(self, Err(Error::Shutdown));
+            match command {
+                Command::Submit { callback, .. } => callback(self, Err(Error::Shutdown)),
+                Command::Subscribe { queue, .. } => {
+                    queue.push(SubscriptionEvent::Ended(Error::Shutdown));
+                }
+                _ => {}
             }
         }
     }

@@ -152,6 +152,9 @@ impl Context {
             let Some(frame) = self.calls.take_unsent(id) else {
                 continue; // completed while it waited
             };
+            if frame.is_empty() {
+                continue; // a batch's call: its frame went with the batch's first call
+            }
             match write_message(ws, Message::Text(frame.into())) {
                 Ok(()) => c.stats.requests_sent += 1,
                 Err(tungstenite::Error::WriteBufferFull(_)) => {

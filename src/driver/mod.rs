@@ -3,6 +3,7 @@
 //! The token plan, in one place: connection `k` (its index in the loop's connection slab) is
 //! registered as `Token(k)`; the cross-thread waker is [`WAKER`], an index no slab reaches.
 
+mod batch;
 pub(crate) mod call_slot;
 pub(crate) mod connection;
 pub(crate) mod context;
@@ -14,6 +15,7 @@ mod reconnect;
 pub(crate) mod state_change;
 mod stream;
 pub(crate) mod subscription;
+pub(crate) mod subscription_queue;
 
 /// The token of the loop's `mio::Waker`, through which handles wake it.
 pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX);

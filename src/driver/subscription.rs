@@ -77,7 +77,7 @@ enum SubState {
 }
 
 /// A live subscription.
-pub(crate) struct Subscription {
+pub(crate) struct SubscriptionEntry {
     conn: ConnId,
     method: Box<str>,
     params: Box<RawValue>,
@@ -196,7 +196,7 @@ impl Context {
         self.next_subscription += 1;
         self.subscriptions.insert(
             id,
-            Subscription {
+            SubscriptionEntry {
                 conn,
                 method: method.into(),
                 params,

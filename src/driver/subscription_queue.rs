@@ -1,0 +1,278 @@
+//! [`Subscription`]: a subscription made through a [`Handle`](crate::Handle), as a bounded queue
+//! another thread drains — blocking, with a timeout, or as an async poll under any executor.
+//!
+//! The loop never waits for the consumer: when the queue is full, the [`Overflow`] policy
+//! applies on the loop thread (drop the oldest item and count it, or end the subscription with
+//! [`Error::SubscriberTooSlow`]), so a slow consumer cannot stall the other calls.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::driver::handle::{Command, Shared};
+use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
+use crate::error::Error;
+
+/// What happens when a [`Subscription`]'s queue is full and another item arrives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the oldest queued item and count it ([`Subscription::dropped`]). Default.
+    #[default]
+    DropOldest,
+    /// End the subscription with [`Error::SubscriberTooSlow`] (and unsubscribe).
+    End,
+}
+
+/// Settings of a [`Handle::subscribe`](crate::Handle::subscribe) subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Items the queue holds before [`overflow`](Self::overflow) applies. Default: 1,024.
+    pub capacity: usize,
+    /// What a full queue does. Default: [`Overflow::DropOldest`].
+    pub overflow: Overflow,
+    /// How the subscription is made.
+    pub subscribe: SubscribeOptions,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            capacity: 1_024,
+            overflow: Overflow::DropOldest,
+            subscribe: SubscribeOptions::default(),
+        }
+    }
+}
+
+struct Inner {
+    events: VecDeque<SubscriptionEvent>,
+    /// `Ended` is queued: nothing more is accepted.
+    ended: bool,
+    /// `Ended` was handed to the consumer: `next` returns `None` from now on.
+    finished: bool,
+    dropped: u64,
+    waker: Option<Waker>,
+    /// The loop-side subscription, once the loop made it.
+    sub: Option<SubscriptionId>,
+}
+
+/// The queue between the loop (producer) and the consumer thread.
+pub(crate) struct SubQueue {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+    capacity: usize,
+    overflow: Overflow,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // Each critical section leaves the queue consistent; a panic elsewhere cannot tear it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SubQueue {
+    pub(crate) fn new(options: &QueueOptions) -> Self {
+        SubQueue {
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                ended: false,
+                finished: false,
+                dropped: 0,
+                waker: None,
+                sub: None,
+            }),
+            ready: Condvar::new(),
+            capacity: options.capacity.max(1),
+            overflow: options.overflow,
+        }
+    }
+
+    pub(crate) fn set_sub(&self, sub: SubscriptionId) {
+        lock(&self.inner).sub = Some(sub);
+    }
+
+    pub(crate) fn sub(&self) -> Option<SubscriptionId> {
+        lock(&self.inner).sub
+    }
+
+    /// Queues an event from the loop. Returns `false` when the queue overflowed under
+    /// [`Overflow::End`]: the subscription is over for the consumer and must be unsubscribed.
+    pub(crate) fn push(&self, event: SubscriptionEvent) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.ended {
+            return true; // after the end, nothing (the loop's own Ended(Cancelled) included)
+        }
+        let mut keep = true;
+        match event {
+            SubscriptionEvent::Ended(_) => {
+                inner.ended = true;
+                inner.events.push_back(event);
+            }
+            event if inner.events.len() < self.capacity => inner.events.push_back(event),
+            event => {
+                match self.overflow {
+                    Overflow::DropOldest => {
+                        inner.events.pop_front();
+                        inner.dropped += 1;
+                        inner.events.push_back(event);
+                    }
+                    Overflow::End => {
+                        inner.dropped += 1;
+                        inner.ended = true;
+                        let capacity = self.capacity;
+                        inner.events.push_back(SubscriptionEvent::Ended(
+                            Error::SubscriberTooSlow { capacity },
+                        ));
+                        keep = false;
+                    }
+                }
+            }
+        }
+        let waker = inner.waker.take();
+        drop(inner);
+        self.ready.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        keep
+    }
+
+    /// Takes the next event, if any; `Some(None)` once the subscription is over.
+    fn take(inner: &mut Inner) -> Option<Option<SubscriptionEvent>> {
+        if inner.finished {
+            return Some(None);
+        }
+        let event = inner.events.pop_front()?;
+        if matches!(event, SubscriptionEvent::Ended(_)) {
+            inner.finished = true;
+        }
+        Some(Some(event))
+    }
+}
+
+/// A subscription made from another thread ([`Handle::subscribe`](crate::Handle::subscribe)):
+/// the loop queues its events here, this thread drains them.
+///
+/// Events come in arrival order; exactly one [`SubscriptionEvent::Ended`] comes last, after
+/// which every `next` returns `None`. Dropping it unsubscribes.
+///
+/// ```no_run
+/// # fn f(handle: rpcloop::Handle, conn: rpcloop::ConnId) {
+/// use rpcloop::{QueueOptions, SubscriptionEvent};
+/// let sub = handle.subscribe(conn, "eth_subscribe", ["newHeads"], "eth_unsubscribe", QueueOptions::default());
+/// while let Some(event) = sub.next() {
+///     match event {
+///         SubscriptionEvent::Item(n) => println!("{}", n.item_text()),
+///         SubscriptionEvent::Ended(why) => println!("ended: {why}"),
+///         _ => {}
+///     }
+/// }
+/// # }
+/// ```
+pub struct Subscription {
+    queue: Arc<SubQueue>,
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    pub(crate) fn new(queue: Arc<SubQueue>, shared: Arc<Shared>) -> Self {
+        Subscription { queue, shared }
+    }
+
+    /// Blocks until the next event; `None` once the subscription is over (its `Ended` event
+    /// was returned).
+    pub fn next(&self) -> Option<SubscriptionEvent> {
+        let mut inner = lock(&self.queue.inner);
+        loop {
+            if let Some(event) = SubQueue::take(&mut inner) {
+                return event;
+            }
+            inner = self
+                .queue
+                .ready
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Like [`next`](Self::next), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if no event arrived in time (the subscription goes on).
+    pub fn next_timeout(&self, timeout: Duration) -> Result<Option<SubscriptionEvent>, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut inner = lock(&self.queue.inner);
+        loop {
+            if let Some(event) = SubQueue::take(&mut inner) {
+                return Ok(event);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            inner = self
+                .queue
+                .ready
+                .wait_timeout(inner, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The next event without blocking, for any executor: `Ready(None)` once over.
+    pub fn poll_next(&self, cx: &mut TaskContext<'_>) -> Poll<Option<SubscriptionEvent>> {
+        let mut inner = lock(&self.queue.inner);
+        match SubQueue::take(&mut inner) {
+            Some(event) => Poll::Ready(event),
+            None => {
+                inner.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The next event as a future (`sub.recv().await`), under any executor.
+    pub fn recv(&self) -> impl Future<Output = Option<SubscriptionEvent>> + '_ {
+        Recv { sub: self }
+    }
+
+    /// Items dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        lock(&self.queue.inner).dropped
+    }
+
+    /// Asks the loop to unsubscribe; the queue then ends with `Ended(Error::Cancelled)`.
+    pub fn unsubscribe(&self) {
+        if !lock(&self.queue.inner).ended {
+            let _ = self.shared.send(Command::Unsubscribe(self.queue.clone()));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.unsubscribe();
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("sub", &self.queue.sub())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Recv<'a> {
+    sub: &'a Subscription,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<SubscriptionEvent>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.sub.poll_next(cx)
+    }
+}
