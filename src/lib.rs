@@ -80,6 +80,17 @@
 //! # Ok::<(), rpcloop::Error>(())
 //! ```
 //!
+//! ## JSON-RPC 2.0, subscriptions and other protocols
+//!
+//! The wire format is a [`Codec`] chosen per connection: [`Envelope`] (the default,
+//! `{"id": N, "message": ..}`) or [`JsonRpc2`], with which a call's payload is a [`Request`]
+//! and an `error` answer completes the call with [`Error::Remote`]. JSON-RPC adds
+//! [`Context::submit_batch`] (one frame, results in request order),
+//! [`Context::on_notification`] (handlers by method name) and [`Context::subscribe`]
+//! (a subscribe call whose result keys the notifications routed to one handler;
+//! [`Handle::subscribe`] gives other threads a bounded [`Subscription`] queue). Any other
+//! format is a small trait to implement (`examples/custom_codec.rs`).
+//!
 //! ## When the network misbehaves
 //!
 //! [`ConnectionConfig`] holds what a long-running client needs, with defaults that suit most:
