@@ -152,9 +152,9 @@ impl<T> Correlator<T> {
                 let mut answered = false;
                 let mut first_miss = None;
                 for element in elements {
-                    match self.match_answer(conn, &frame, element) {
+                    match self.match_answer(conn, frame.clone(), element) {
                         Ok(()) => answered = true,
-                        Err(reason) => {
+                        Err((reason, _)) => {
                             stray(reason);
                             first_miss.get_or_insert(reason);
                         }
@@ -178,20 +178,38 @@ impl<T> Correlator<T> {
                 subscription,
                 item,
             )),
-            decoded => match self.match_answer(conn, &frame, decoded) {
+            decoded => match self.match_answer(conn, frame, decoded) {
                 Ok(()) => Routed::Answered,
-                Err(reason) => Routed::Unmatched(reason, frame),
+                Err((reason, frame)) => Routed::Unmatched(reason, frame),
             },
         }
     }
 
-    /// Completes the call a decoded answer names, or says why it names none.
+    /// Completes the call a decoded answer names (its response keeps `frame`), or says why it
+    /// names none and hands the frame back.
     fn match_answer(
         &mut self,
         conn: ConnId,
-        frame: &Utf8Bytes,
+        frame: Utf8Bytes,
         decoded: Decoded,
-    ) -> Result<(), UnmatchedReason> {
+    ) -> Result<(), (UnmatchedReason, Utf8Bytes)> {
+        match self.find_call(conn, decoded) {
+            Ok((id, outcome)) => {
+                let result = outcome.map(|payload| Response::new(id, frame, payload));
+                self.complete(id, result);
+                Ok(())
+            }
+            Err(reason) => Err((reason, frame)),
+        }
+    }
+
+    /// The pending call a decoded answer names, with its outcome.
+    #[allow(clippy::type_complexity)]
+    fn find_call(
+        &self,
+        conn: ConnId,
+        decoded: Decoded,
+    ) -> Result<(CallId, Result<Option<std::ops::Range<usize>>, Error>), UnmatchedReason> {
         let (wire_id, outcome) = match decoded {
             Decoded::Answer { id, payload } => (id, Ok(payload)),
             Decoded::Failure {
@@ -224,9 +242,7 @@ impl<T> Correlator<T> {
                 });
             }
         }
-        let result = outcome.map(|payload| Response::new(id, frame.clone(), payload));
-        self.complete(id, result);
-        Ok(())
+        Ok((id, outcome))
     }
 
     /// Fails every call whose deadline is at or before tick `now` with [`Error::Timeout`];
