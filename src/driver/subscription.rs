@@ -66,14 +66,16 @@ pub struct SubscribeOptions {
 
 /// Where a subscription is in its life.
 enum SubState {
-    /// The subscribe call (of this attempt) is in flight.
-    Subscribing(u32),
+    /// The subscribe call of this attempt is in flight.
+    Subscribing { attempt: u32, call: CallId },
     /// Subscribed under this key (the JSON text of the subscribe call's result).
     Active(Box<str>),
     /// The connection was lost; subscribing again when it opens.
     Interrupted,
-    /// Its `Ended` event is queued; removed once it is delivered.
-    Ended,
+    /// Its `Ended` event is queued; removed once it is delivered, unless `awaiting`: then
+    /// its subscribe call is still out and the entry stays to unsubscribe on the server when
+    /// the answer comes.
+    Ended { awaiting: bool },
 }
 
 /// A live subscription.
@@ -192,7 +194,7 @@ impl Context {
     {
         let params = serde_json::value::to_raw_value(&params).map_err(Error::Encode)?;
         let id = self.next_subscription;
-        self.send_subscribe(conn, id, 0, method, &params, options.timeout)?;
+        let call = self.send_subscribe(conn, id, 0, method, &params, options.timeout)?;
         self.next_subscription += 1;
         self.subscriptions.insert(
             id,
@@ -202,7 +204,7 @@ impl Context {
                 params,
                 unsubscribe_method: unsubscribe_method.into(),
                 options,
-                state: SubState::Subscribing(0),
+                state: SubState::Subscribing { attempt: 0, call },
                 attempt: 0,
                 handler: Some(Box::new(on_event)),
             },
@@ -218,8 +220,12 @@ impl Context {
         let Some(s) = self.subscriptions.get_mut(&sub.0) else {
             return false;
         };
-        match std::mem::replace(&mut s.state, SubState::Ended) {
-            SubState::Ended => return false,
+        let ended = SubState::Ended { awaiting: false };
+        match std::mem::replace(&mut s.state, ended) {
+            SubState::Ended { awaiting } => {
+                s.state = SubState::Ended { awaiting };
+                return false;
+            }
             SubState::Active(key) => {
                 let (conn, method) = (s.conn, s.unsubscribe_method.clone());
                 if let Some(c) = self.conns.get_mut(conn.index()) {
@@ -227,7 +233,15 @@ impl Context {
                 }
                 self.send_unsubscribe(conn, &method, &key);
             }
-            SubState::Subscribing(_) | SubState::Interrupted => {}
+            SubState::Subscribing { call, .. } => {
+                // Never sent: withdrawn. Sent: its answer will name the key to unsubscribe.
+                let sent = !self.calls.is_unsent(call);
+                if !sent {
+                    self.calls.handle_cancel(call);
+                }
+                s.state = SubState::Ended { awaiting: sent };
+            }
+            SubState::Interrupted => {}
         }
         self.inbound.push_back(Inbound::Subscription(
             sub.0,
@@ -279,7 +293,7 @@ impl Context {
         let Some(s) = self.subscriptions.get_mut(&id) else {
             return;
         };
-        let current = matches!(s.state, SubState::Subscribing(a) if a == attempt);
+        let current = matches!(s.state, SubState::Subscribing { attempt: a, .. } if a == attempt);
         match result {
             Ok(answer) if current => {
                 let key: Box<str> = answer.text().into();
@@ -292,15 +306,22 @@ impl Context {
                         .push_back(Inbound::Subscription(id, SubscriptionEvent::Resubscribed));
                 }
             }
-            // Unsubscribed while the call was in flight: the server subscribed anyway.
-            Ok(answer) if matches!(s.state, SubState::Ended) => {
-                let (conn, method) = (s.conn, s.unsubscribe_method.clone());
-                self.send_unsubscribe(conn, &method, answer.text());
-            }
             Err(e) if current => {
-                s.state = SubState::Ended;
+                s.state = SubState::Ended { awaiting: false };
                 self.inbound
                     .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
+            }
+            // Unsubscribed while the call was in flight: the server subscribed anyway.
+            result if matches!(s.state, SubState::Ended { awaiting: true }) => {
+                let (conn, method) = (s.conn, s.unsubscribe_method.clone());
+                if s.handler.is_none() {
+                    self.subscriptions.remove(&id); // its Ended was delivered already
+                } else {
+                    s.state = SubState::Ended { awaiting: false };
+                }
+                if let Ok(answer) = result {
+                    self.send_unsubscribe(conn, &method, answer.text());
+                }
             }
             _ => {}
         }
@@ -317,10 +338,15 @@ impl Context {
         };
         let last = matches!(event, SubscriptionEvent::Ended(_));
         handler(self, event);
-        if last {
+        if !last {
+            if let Some(s) = self.subscriptions.get_mut(&id) {
+                s.handler = Some(handler);
+            }
+        } else if !matches!(
+            self.subscriptions.get(&id).map(|s| &s.state),
+            Some(SubState::Ended { awaiting: true })
+        ) {
             self.subscriptions.remove(&id);
-        } else if let Some(s) = self.subscriptions.get_mut(&id) {
-            s.handler = Some(handler);
         }
         true
     }
@@ -374,8 +400,12 @@ impl Context {
             c.subscription_keys.clear();
         }
         for (&id, s) in &mut self.subscriptions {
-            if s.conn.index() != index || matches!(s.state, SubState::Ended) {
+            if s.conn.index() != index || matches!(s.state, SubState::Ended { .. }) {
                 continue;
+            }
+            if let SubState::Subscribing { call, .. } = s.state {
+                // Written, it fails with the connection; queued, it must not go out later.
+                self.calls.handle_cancel(call);
             }
             let event = match resume {
                 Some(reason) if s.options.resubscribe => {
@@ -386,7 +416,7 @@ impl Context {
                     SubscriptionEvent::Interrupted(reason.clone())
                 }
                 _ => {
-                    s.state = SubState::Ended;
+                    s.state = SubState::Ended { awaiting: false };
                     SubscriptionEvent::Ended(error())
                 }
             };
@@ -408,19 +438,23 @@ impl Context {
             };
             s.attempt += 1;
             let attempt = s.attempt;
-            s.state = SubState::Subscribing(attempt);
             let (conn, method, params, timeout) = (
                 s.conn,
                 s.method.clone(),
                 s.params.clone(),
                 s.options.timeout,
             );
-            if let Err(e) = self.send_subscribe(conn, id, attempt, &method, &params, timeout) {
-                if let Some(s) = self.subscriptions.get_mut(&id) {
-                    s.state = SubState::Ended;
+            let sent = self.send_subscribe(conn, id, attempt, &method, &params, timeout);
+            let Some(s) = self.subscriptions.get_mut(&id) else {
+                continue;
+            };
+            match sent {
+                Ok(call) => s.state = SubState::Subscribing { attempt, call },
+                Err(e) => {
+                    s.state = SubState::Ended { awaiting: false };
+                    self.inbound
+                        .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
                 }
-                self.inbound
-                    .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
             }
         }
     }
