@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use tungstenite::WebSocket;
 use tungstenite::handshake::MidHandshake;
 use tungstenite::handshake::client::{ClientHandshake, Request};
-use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
 use crate::core::backoff::Backoff;
@@ -24,6 +24,7 @@ use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
+use crate::driver::message::Message;
 use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
@@ -79,6 +80,14 @@ pub(crate) struct Reconnect {
     pub(crate) opened_before: bool,
 }
 
+/// What waits in a connection's queue until it opens, in submit order.
+pub(crate) enum Queued {
+    /// A call, whose encoded request waits in the pending table.
+    Call(CallId),
+    /// A message sent with [`Context::send`](crate::Context::send).
+    Message(Message),
+}
+
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
@@ -110,12 +119,15 @@ pub(crate) struct Connection {
     pub(crate) state_handler: Option<StateHandler>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
-    /// Calls submitted before the connection opened, in submit order. Their requests wait in
-    /// the pending table; ids of calls that completed meanwhile are skipped when draining.
-    pub(crate) queued: VecDeque<CallId>,
-    /// Bytes of the queued requests (an upper bound: requests that completed unsent count
-    /// until the queue is compacted).
+    /// Calls and messages submitted before the connection opened, in submit order. The
+    /// calls' requests wait in the pending table; ids of calls that completed meanwhile are
+    /// skipped when draining.
+    pub(crate) queued: VecDeque<Queued>,
+    /// Bytes of the queued requests and messages (an upper bound: requests that completed
+    /// unsent count until the queue is compacted).
     pub(crate) queued_bytes: usize,
+    /// Messages (not calls) in `queued`.
+    pub(crate) queued_messages: usize,
     /// Calls pending on this connection, counted until their completion is dispatched.
     pub(crate) in_flight: usize,
     /// The connect, close or reconnect deadline.
@@ -159,6 +171,7 @@ impl Connection {
             addr,
             queued: VecDeque::new(),
             queued_bytes: 0,
+            queued_messages: 0,
             in_flight: 0,
             timer: None,
             keepalive: None,
@@ -187,8 +200,8 @@ impl Connection {
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
         self.keepalive = None;
+        self.clear_queue();
         self.queued = VecDeque::new();
-        self.queued_bytes = 0;
         self.handler = None;
         self.reconnect = None;
     }
@@ -239,10 +252,11 @@ impl Connection {
         }
     }
 
-    /// Drops ids of calls that left the queue's reach, once stale ids outnumber live ones, so a
-    /// submit-cancel loop on a connection that never opens cannot grow the queue without bound.
+    /// Drops ids of calls that left the queue's reach, once stale ids outnumber live entries,
+    /// so a submit-cancel loop on a connection that never opens cannot grow the queue without
+    /// bound.
     pub(crate) fn compact_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
-        if self.queued.len() > 2 * self.in_flight + 64 {
+        if self.queued.len() > 2 * (self.in_flight + self.queued_messages) + 64 {
             self.recount_queue(unsent_len);
         }
     }
@@ -250,9 +264,28 @@ impl Connection {
     /// Drops the ids of calls that completed unsent and counts the queued bytes exactly.
     pub(crate) fn recount_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
         let mut bytes = 0;
-        self.queued
-            .retain(|&id| unsent_len(id).inspect(|len| bytes += len).is_some());
+        self.queued.retain(|entry| {
+            let len = match entry {
+                Queued::Call(id) => unsent_len(*id),
+                Queued::Message(message) => Some(message.len()),
+            };
+            len.inspect(|len| bytes += len).is_some()
+        });
         self.queued_bytes = bytes;
+    }
+
+    /// Forgets everything queued: calls (whose requests stay in the pending table, to be
+    /// failed by the caller) and messages (dropped unsent).
+    pub(crate) fn clear_queue(&mut self) {
+        if self.queued_messages > 0 {
+            log::debug!(
+                "{} queued messages dropped unsent: the connection ended",
+                self.queued_messages
+            );
+        }
+        self.queued.clear();
+        self.queued_bytes = 0;
+        self.queued_messages = 0;
     }
 }
 
@@ -260,7 +293,7 @@ impl Connection {
 /// threshold). `WouldBlock` means buffered: the bytes go out on a later flush.
 pub(crate) fn write_message(
     ws: &mut WebSocket<Stream>,
-    message: Message,
+    message: tungstenite::Message,
 ) -> Result<(), tungstenite::Error> {
     match ws.write(message) {
         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),

@@ -30,7 +30,7 @@ use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
-use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
+use crate::driver::connection::{ConnState, Connection, Ended, Queued, Socket, write_message};
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
@@ -306,7 +306,7 @@ impl Context {
             let unsent = Some(std::mem::take(&mut self.frame));
             let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
             debug_assert_eq!(submitted, id);
-            c.queued.push_back(id);
+            c.queued.push_back(Queued::Call(id));
             c.in_flight += 1;
             let calls = &self.calls;
             c.compact_queue(|id| calls.unsent_len(id));
@@ -368,7 +368,7 @@ impl Context {
             return Ok(());
         }
         c.ended = Some(Ended::Closed);
-        c.queued.clear();
+        c.clear_queue();
         self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
         self.cancel_conn_timers(index);
         self.close_socket(index);

@@ -21,7 +21,7 @@ use tungstenite::{Message, WebSocket};
 use crate::core::conn_id::ConnId;
 use crate::core::keepalive::{Keepalive, KeepaliveAction};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{Ended, Socket, write_message};
+use crate::driver::connection::{Ended, Queued, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
 use crate::driver::frame_arena::COPY_LIMIT;
 use crate::driver::state_change::StateChange;
@@ -141,21 +141,35 @@ impl Context {
         }
         self.change_state(index, StateChange::Open);
         let c = &mut self.conns[index];
-        log::debug!("connection {index}: {} queued calls", c.queued.len());
+        log::debug!(
+            "connection {index}: {} queued calls and messages",
+            c.queued.len()
+        );
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
         };
         let mut failure = None;
         c.queued_bytes = 0;
-        while let Some(id) = c.queued.pop_front() {
-            let Some(frame) = self.calls.take_unsent(id) else {
-                continue; // completed while it waited
-            };
-            match write_message(ws, Message::Text(frame.into())) {
-                Ok(()) => c.stats.requests_sent += 1,
-                Err(tungstenite::Error::WriteBufferFull(_)) => {
-                    self.calls.handle_failure(id, Error::Busy);
+        while let Some(entry) = c.queued.pop_front() {
+            let (message, call) = match entry {
+                Queued::Call(id) => match self.calls.take_unsent(id) {
+                    Some(frame) => (Message::Text(frame.into()), Some(id)),
+                    None => continue, // completed while it waited
+                },
+                Queued::Message(message) => {
+                    c.queued_messages -= 1;
+                    (message.into_ws(), None)
                 }
+            };
+            match write_message(ws, message) {
+                Ok(()) if call.is_some() => c.stats.requests_sent += 1,
+                Ok(()) => c.stats.messages_sent += 1,
+                Err(tungstenite::Error::WriteBufferFull(_)) => match call {
+                    Some(id) => {
+                        self.calls.handle_failure(id, Error::Busy);
+                    }
+                    None => log::warn!("connection {index}: write buffer full, message dropped"),
+                },
                 Err(e) => {
                     failure = Some(DisconnectReason::from_ws(&e));
                     break;
@@ -267,7 +281,7 @@ impl Context {
         self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
         c.keepalive = None;
-        c.queued.clear();
+        c.clear_queue();
         let ended = Ended::Disconnected(reason.clone());
         self.calls.handle_disconnect(ConnId::new(index), |written| {
             Some(if written {

@@ -10,6 +10,7 @@ pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
 mod io;
+pub(crate) mod message;
 mod reconnect;
 pub(crate) mod state_change;
 mod stream;
