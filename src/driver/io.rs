@@ -24,6 +24,7 @@ use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::connection::{Ended, Queued, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context};
 use crate::driver::frame_arena::COPY_LIMIT;
+use crate::driver::handshake::{check_response, failure_text};
 use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
@@ -107,12 +108,19 @@ impl Context {
 
     fn after_handshake(&mut self, index: usize, result: Handshake) {
         match result {
-            Ok((ws, _response)) => self.on_open(index, ws),
+            Ok((ws, response)) => {
+                match check_response(&self.conns[index].config.headers, &response) {
+                    None => self.on_open(index, ws),
+                    // Not established yet: no close frame is due (RFC 6455 §7.1.7), the TCP
+                    // connection is dropped with `ws`.
+                    Some(why) => self.fail(index, DisconnectReason::Handshake(why.into())),
+                }
+            }
             Err(HandshakeError::Interrupted(mid)) => {
                 self.conns[index].socket = Socket::Handshaking(Box::new(mid));
             }
             Err(HandshakeError::Failure(e)) => {
-                self.fail(index, DisconnectReason::Handshake(e.to_string().into()));
+                self.fail(index, DisconnectReason::Handshake(failure_text(&e).into()));
             }
         }
     }

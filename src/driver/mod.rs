@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
+mod handshake;
 mod io;
 pub(crate) mod message;
 mod reconnect;
