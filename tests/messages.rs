@@ -398,3 +398,48 @@ fn a_peer_that_does_not_read_makes_send_busy_and_every_accepted_message_arrives_
     );
     server.join();
 }
+
+/// A server may send a message, its close frame and its FIN in one segment (the Autobahn
+/// fuzzing server's `/getCaseCount` does): the client reads all three in one turn and ends the
+/// connection, and the message still reaches the handler.
+#[test]
+fn a_message_read_in_the_same_turn_as_the_close_and_fin_still_reaches_the_handler() {
+    use support::raw::{CLOSE, frame, websocket_key};
+    let server = RawServer::start(|mut peer| {
+        let head = peer.read_http_request().expect("the upgrade request");
+        let key = websocket_key(&head).expect("a Sec-WebSocket-Key");
+        let mut all = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            tungstenite::handshake::derive_accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        all.extend(frame(true, 0, TEXT, false, b"517"));
+        all.extend(frame(true, 0, BINARY, false, &[5, 1, 7]));
+        all.extend(frame(true, 0, CLOSE, false, &1000u16.to_be_bytes()));
+        peer.write_raw(&all).unwrap();
+        // Dropping the peer sends the FIN right behind.
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let conn = ev.connect(&server.url(), without_keepalive()).unwrap();
+    let received = record_unmatched(&mut ev, conn);
+    let closed = Rc::new(std::cell::Cell::new(false));
+    let flag = closed.clone();
+    ev.set_state_handler(conn, move |_, _, change| {
+        if change == rpcloop::StateChange::Closed {
+            flag.set(true);
+        }
+    })
+    .unwrap();
+    turn_until(&mut ev, |ev| {
+        closed.get() && ev.state(conn) != Some(ConnState::Closing)
+    });
+    server.join();
+    assert_eq!(
+        *received.borrow(),
+        [
+            (UnmatchedReason::NoId, b"517".to_vec()),
+            (UnmatchedReason::Binary, vec![5, 1, 7]),
+        ]
+    );
+}

@@ -116,6 +116,10 @@ pub(crate) struct Connection {
     pub(crate) config: ConnectionConfig,
     pub(crate) stats: ConnStats,
     pub(crate) handler: Option<MessageHandler>,
+    /// Unmatched messages queued for `handler` and not yet delivered: a connection released
+    /// meanwhile keeps its handler until they are (a server may send a message, its close
+    /// frame and its FIN in one segment, all read in one turn).
+    pub(crate) undelivered: usize,
     pub(crate) state_handler: Option<StateHandler>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
@@ -167,6 +171,7 @@ impl Connection {
             config,
             stats: ConnStats::default(),
             handler: None,
+            undelivered: 0,
             state_handler: None,
             addr,
             queued: VecDeque::new(),
@@ -196,14 +201,22 @@ impl Connection {
 
     /// Drops the socket and everything only a live connection needs (its buffers, queue,
     /// message handler and reconnect state), so an ended connection costs a few dozen bytes.
-    /// (The state handler stays until it has been told `Closed`.)
+    /// (The state handler stays until it has been told `Closed`, the message handler until
+    /// the messages that arrived before the end are delivered.)
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
         self.keepalive = None;
         self.clear_queue();
         self.queued = VecDeque::new();
-        self.handler = None;
+        if self.undelivered == 0 {
+            self.handler = None;
+        }
         self.reconnect = None;
+    }
+
+    /// Ended, with its socket dropped: only its handlers' last deliveries remain.
+    pub(crate) fn released(&self) -> bool {
+        self.ended.is_some() && matches!(self.socket, Socket::Gone)
     }
 
     /// Whether a new call may be written at once (open, nothing queued ahead of it).

@@ -525,10 +525,16 @@ impl Context {
                 ran += 1;
             } else if let Some(message) = self.unmatched.pop_front() {
                 let index = message.conn().index();
+                self.conns[index].undelivered -= 1;
                 if let Some(mut handler) = self.conns[index].handler.take() {
                     handler(self, message);
-                    // Keep a handler the callback installed meanwhile.
-                    self.conns[index].handler.get_or_insert(handler);
+                    let c = &mut self.conns[index];
+                    if c.undelivered == 0 && c.released() {
+                        c.handler = None; // its last message (see `Connection::release`)
+                    } else {
+                        // Keep a handler the callback installed meanwhile.
+                        c.handler.get_or_insert(handler);
+                    }
                     ran += 1;
                 }
             } else {

@@ -255,6 +255,7 @@ impl Context {
         let c = &mut self.conns[index];
         c.count_unmatched(message.reason());
         if c.handler.is_some() {
+            c.undelivered += 1;
             self.unmatched.push_back(message);
         } else if log::log_enabled!(log::Level::Debug) {
             let reason = message.reason();
