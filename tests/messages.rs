@@ -443,3 +443,70 @@ fn a_message_read_in_the_same_turn_as_the_close_and_fin_still_reaches_the_handle
         ]
     );
 }
+
+/// Autobahn 3.2 and its kin: a message, then a frame that breaks the protocol, read in one
+/// turn. The handler still gets the message, its reply leaves before the close frame with the
+/// violation's code (RFC 6455 §7.4.1), and the call in flight fails once.
+#[test]
+fn a_reply_to_a_message_read_before_a_violation_leaves_before_the_close_frame() {
+    use support::raw::{PING, frame};
+    for (what, bad, code) in [
+        (
+            "reserved bits",
+            frame(true, 2, TEXT, false, b"bad"),
+            1002u16,
+        ),
+        ("reserved opcode", frame(true, 0, 5, false, b""), 1002),
+        (
+            "invalid UTF-8",
+            frame(true, 0, TEXT, false, &[0xce, 0xba, 0xf4, 0x90, 0x80, 0x80]),
+            1007,
+        ),
+    ] {
+        let (tx, rx) = mpsc::channel();
+        let server = RawServer::start(move |mut peer| {
+            peer.accept_handshake();
+            let request = peer.read_request().expect("the call");
+            let mut burst = frame(true, 0, TEXT, false, b"Hello, world!");
+            burst.extend(bad);
+            burst.extend(frame(true, 0, PING, false, b"ping"));
+            peer.write_raw(&burst).unwrap();
+            let mut seen = Vec::new();
+            while let Some(f) = peer.read_frame() {
+                let close = f.opcode == support::raw::CLOSE;
+                seen.push((f.opcode, f.payload));
+                if close {
+                    break;
+                }
+            }
+            tx.send((request.id, seen)).unwrap();
+        });
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev.connect(&server.url(), without_keepalive()).unwrap();
+        ev.set_message_handler(conn, move |ctx, m| {
+            ctx.send(conn, m.as_text().expect("text")).unwrap();
+        })
+        .unwrap();
+        let outcomes = Outcomes::new(1);
+        ev.submit(conn, "pending", outcomes.callback(0)).unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        outcomes.assert_exactly_once();
+        assert!(
+            outcomes.error(0).starts_with("Disconnected("),
+            "{what}: {}",
+            outcomes.error(0)
+        );
+        let (_, seen) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        server.join();
+        assert_eq!(seen.len(), 2, "{what}: {seen:?}");
+        assert_eq!(seen[0], (TEXT, b"Hello, world!".to_vec()), "{what}");
+        assert_eq!(seen[1].0, support::raw::CLOSE, "{what}");
+        assert_eq!(seen[1].1[..2], code.to_be_bytes(), "{what}: the close code");
+        assert!(
+            matches!(ev.state(conn), Some(ConnState::Disconnected(_))),
+            "{what}: {:?}",
+            ev.state(conn)
+        );
+    }
+}

@@ -120,6 +120,9 @@ pub(crate) struct Connection {
     /// meanwhile keeps its handler until they are (a server may send a message, its close
     /// frame and its FIN in one segment, all read in one turn).
     pub(crate) undelivered: usize,
+    /// A protocol violation read behind messages still `undelivered`: the connection fails
+    /// once they are delivered (and reads nothing more meanwhile).
+    pub(crate) violation: Option<Box<tungstenite::Error>>,
     pub(crate) state_handler: Option<StateHandler>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
@@ -172,6 +175,7 @@ impl Connection {
             stats: ConnStats::default(),
             handler: None,
             undelivered: 0,
+            violation: None,
             state_handler: None,
             addr,
             queued: VecDeque::new(),
@@ -211,6 +215,7 @@ impl Connection {
         if self.undelivered == 0 {
             self.handler = None;
         }
+        self.violation = None;
         self.reconnect = None;
     }
 

@@ -537,6 +537,9 @@ impl Context {
                     }
                     ran += 1;
                 }
+                if self.conns[index].undelivered == 0 {
+                    self.fail_deferred_violation(index);
+                }
             } else {
                 break;
             }

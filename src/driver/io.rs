@@ -194,6 +194,9 @@ impl Context {
     /// Reads messages until the socket would block (or the budget runs out), matching each.
     pub(crate) fn read_frames(&mut self, index: usize) {
         let conn = ConnId::new(index);
+        if self.conns[index].violation.is_some() {
+            return; // nothing after a violation is read (see `on_violation`)
+        }
         for _ in 0..READ_BUDGET {
             let c = &mut self.conns[index];
             let Socket::Open(ws) = &mut c.socket else {
@@ -205,7 +208,7 @@ impl Context {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return self.finish(index);
                 }
-                Err(e) => return self.fail_on_violation(index, &e),
+                Err(e) => return self.on_violation(index, e),
             };
             if let Some(keepalive) = &mut c.keepalive {
                 keepalive.handle_received();
@@ -305,6 +308,31 @@ impl Context {
         self.change_state(index, StateChange::Closed);
     }
 
+    /// tungstenite refused what the peer sent. Messages read before the violation and queued
+    /// for the message handler are delivered first, in this turn's dispatch, so that what the
+    /// handler sends in reply (an echo, an acknowledgement) leaves before the close frame; the
+    /// connection reads nothing more meanwhile, and fails after the last delivery.
+    fn on_violation(&mut self, index: usize, e: tungstenite::Error) {
+        let c = &mut self.conns[index];
+        if c.undelivered > 0 && c.ended.is_none() {
+            c.violation = Some(Box::new(e));
+            return;
+        }
+        self.fail_on_violation(index, &e);
+    }
+
+    /// After a dispatch delivered a connection's last queued message: fail it for the
+    /// violation that waited for that (see `on_violation`), if it is still open.
+    pub(crate) fn fail_deferred_violation(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        let Some(e) = c.violation.take() else {
+            return;
+        };
+        if c.ended.is_none() && matches!(c.socket, Socket::Open(_)) {
+            self.fail_on_violation(index, &e);
+        }
+    }
+
     /// tungstenite refused what the peer sent. RFC 6455 §7.1.7 ("_Fail the WebSocket
     /// Connection_"): send a close frame with the status code that names the fault (§7.4.1:
     /// 1002 protocol error, 1007 invalid payload, 1009 message too big) — tungstenite leaves
@@ -370,6 +398,7 @@ impl Context {
         let c = &mut self.conns[index];
         c.socket = Socket::Gone;
         c.keepalive = None;
+        c.violation = None;
         if c.ended.is_some() {
             // Ended before (a close handshake was under way): only the socket was left.
             c.release();
