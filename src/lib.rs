@@ -141,8 +141,9 @@
 //! - `turn` spawns no thread and makes no blocking call (host names are resolved in
 //!   [`Context::connect`], before any turn; [`Context::connect_addr`] skips even that).
 //!
-//! WebSocket compression (permessage-deflate) is not offered, and `wss://` is not supported
-//! yet.
+//! WebSocket compression (permessage-deflate) is not offered (a server that selects it, or any
+//! extension, fails the handshake with [`Error::Handshake`]), and `wss://` is not supported
+//! yet. Conformance: the Autobahn TestSuite passes in full (`CONFORMANCE.md`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
