@@ -48,8 +48,9 @@ pub enum Error {
         /// The server's `data` member, as raw JSON, if it sent one.
         data: Option<Box<RawValue>>,
     },
-    /// The WebSocket opening handshake failed: the server refused the upgrade or answered
-    /// something that is not a WebSocket handshake.
+    /// The WebSocket opening handshake failed: the server refused the upgrade, answered
+    /// something that is not a WebSocket handshake, or selected an extension or a subprotocol
+    /// the client never offered (RFC 6455 §4.1; the text names the header and its value).
     Handshake(String),
     /// An I/O error of the loop itself (polling, registering a socket).
     Io(io::Error),

@@ -8,7 +8,9 @@
 //! [`CallId`], parks it as a pending call with a deadline, and completes it **exactly once**:
 //! with its answer, with [`Error::Timeout`], or with the error that ended its connection.
 //! Messages that match no pending call (late answers, server pushes, garbage) are counted and
-//! handed to an optional handler; they never break anything.
+//! handed to an optional handler; they never break anything. Messages that are not calls (a
+//! subscription, a reply to a push) go out as they are with [`Context::send`], buffered,
+//! ordered and bounded like calls.
 //!
 //! There is no async runtime and no hidden thread. One [`mio`] poll drives non-blocking
 //! `tungstenite` WebSockets; your program calls [`EventLoop::turn`] when it wants (sleeping in
@@ -150,8 +152,9 @@
 //! - `turn` spawns no thread and makes no blocking call (host names are resolved in
 //!   [`Context::connect`], before any turn; [`Context::connect_addr`] skips even that).
 //!
-//! WebSocket compression (permessage-deflate) is not offered, and `wss://` is not supported
-//! yet.
+//! WebSocket compression (permessage-deflate) is not offered (a server that selects it, or any
+//! extension, fails the handshake with [`Error::Handshake`]), and `wss://` is not supported
+//! yet. Conformance: the Autobahn TestSuite passes in full (`CONFORMANCE.md`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -177,6 +180,7 @@ pub use crate::driver::connection::ConnState;
 pub use crate::driver::context::Context;
 pub use crate::driver::event_loop::EventLoop;
 pub use crate::driver::handle::Handle;
+pub use crate::driver::message::Message;
 pub use crate::driver::state_change::StateChange;
 pub use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 pub use crate::driver::subscription_queue::{Overflow, QueueOptions, Subscription};

@@ -6,6 +6,8 @@
 pub struct ConnStats {
     /// Requests handed to the socket.
     pub requests_sent: u64,
+    /// Messages sent with [`Context::send`](crate::Context::send) handed to the socket.
+    pub messages_sent: u64,
     /// Text and binary messages received.
     pub messages_received: u64,
     /// Messages that completed a call.

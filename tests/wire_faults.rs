@@ -330,6 +330,16 @@ fn a_reset_before_the_upgrade_answer_fails_calls_with_a_handshake_error() {
 /// A raw server answers the upgrade request with `response(key)`; every call waiting for the
 /// connection fails with `Error::Handshake` naming `cause`.
 fn assert_handshake_refused(what: &str, response: fn(&str) -> String, cause: &str) {
+    assert_handshake_refused_with(what, ConnectionConfig::default(), response, cause);
+}
+
+/// As `assert_handshake_refused`, for a client with this configuration.
+fn assert_handshake_refused_with(
+    what: &str,
+    config: ConnectionConfig,
+    response: fn(&str) -> String,
+    cause: &str,
+) {
     let server = RawServer::start(move |mut peer| {
         let Some(head) = peer.read_http_request() else {
             return;
@@ -338,13 +348,7 @@ fn assert_handshake_refused(what: &str, response: fn(&str) -> String, cause: &st
         let _ = peer.write_raw(response(&key).as_bytes());
         peer.wait_for_eof();
     });
-    let mut client = calls_against(
-        &server.url(),
-        ConnectionConfig::default(),
-        3,
-        CallOptions::default(),
-        |_, _| {},
-    );
+    let mut client = calls_against(&server.url(), config, 3, CallOptions::default(), |_, _| {});
     for i in 0..3 {
         let e = client.outcomes.error(i);
         assert!(
@@ -421,6 +425,83 @@ fn a_101_without_upgrade_and_connection_headers_fails_calls_with_a_handshake_err
         },
         "Connection: upgrade",
     );
+}
+
+/// A `101` carrying `extra` header lines after the correct ones.
+fn upgrade_with(key: &str, extra: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+        accept_header(key)
+    )
+}
+
+fn offering_subprotocols(list: &str) -> ConnectionConfig {
+    ConnectionConfig {
+        headers: vec![("Sec-WebSocket-Protocol".into(), list.into())],
+        ..ConnectionConfig::default()
+    }
+}
+
+/// RFC 6455 §4.1: an extension the client never offered fails the connection (rpcloop offers
+/// none, so permessage-deflate, the one servers actually use, is the case to check).
+#[test]
+fn a_101_selecting_an_extension_never_offered_fails_calls_with_a_handshake_error() {
+    assert_handshake_refused(
+        "unrequested permessage-deflate",
+        |key| {
+            upgrade_with(
+                key,
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n",
+            )
+        },
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15",
+    );
+}
+
+/// RFC 6455 §4.1: a subprotocol the client never offered fails the connection (tungstenite
+/// checks it; rpcloop names the header).
+#[test]
+fn a_101_selecting_a_subprotocol_never_offered_fails_calls_with_a_handshake_error() {
+    assert_handshake_refused(
+        "subprotocol, none offered",
+        |key| upgrade_with(key, "Sec-WebSocket-Protocol: chat\r\n"),
+        "Sec-WebSocket-Protocol",
+    );
+    assert_handshake_refused_with(
+        "subprotocol not among those offered",
+        offering_subprotocols("a, b"),
+        |key| upgrade_with(key, "Sec-WebSocket-Protocol: c\r\n"),
+        "Sec-WebSocket-Protocol",
+    );
+}
+
+#[test]
+fn a_101_selecting_an_offered_subprotocol_opens_the_connection() {
+    let server = RawServer::start(|mut peer| {
+        let head = peer.read_http_request().expect("the upgrade request");
+        assert!(
+            head.contains("Sec-WebSocket-Protocol: a, b\r\n"),
+            "offer not sent: {head}"
+        );
+        let key = websocket_key(&head).expect("a Sec-WebSocket-Key");
+        peer.write_raw(upgrade_with(&key, "Sec-WebSocket-Protocol: b\r\n").as_bytes())
+            .unwrap();
+        let req = peer.read_request().expect("a request");
+        peer.send_answer(&req.id.to_string(), &req.message).unwrap();
+        peer.read_until_close();
+        let _ = peer.send_close(1000);
+    });
+    let mut client = calls_against(
+        &server.url(),
+        offering_subprotocols("a, b"),
+        1,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    assert_eq!(client.outcomes.get(0), Ok("0".to_owned()));
+    close_and_wait(&mut client.ev, client.conn);
+    server.join();
 }
 
 // ---- An open connection lost ----

@@ -11,7 +11,7 @@ use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::request::Request;
 use crate::core::response::Response;
-use crate::driver::connection::{Socket, write_message};
+use crate::driver::connection::{Queued, Socket, write_message};
 use crate::driver::context::{Callback, Context, deadline_tick};
 use crate::error::{DisconnectReason, Error};
 
@@ -146,7 +146,7 @@ impl Context {
             }
             self.calls.put_unsent(ids[0], frame);
             c.queued_bytes += size;
-            c.queued.extend(ids.iter().copied());
+            c.queued.extend(ids.iter().map(|&id| Queued::Call(id)));
             c.in_flight += ids.len();
             return Ok(ids);
         }

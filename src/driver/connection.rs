@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use tungstenite::WebSocket;
 use tungstenite::handshake::MidHandshake;
 use tungstenite::handshake::client::{ClientHandshake, Request};
-use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
 use crate::core::backoff::Backoff;
@@ -24,6 +24,7 @@ use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
+use crate::driver::message::Message;
 use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
 use crate::driver::subscription::NotificationHandler;
@@ -80,6 +81,14 @@ pub(crate) struct Reconnect {
     pub(crate) opened_before: bool,
 }
 
+/// What waits in a connection's queue until it opens, in submit order.
+pub(crate) enum Queued {
+    /// A call, whose encoded request waits in the pending table.
+    Call(CallId),
+    /// A message sent with [`Context::send`](crate::Context::send).
+    Message(Message),
+}
+
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
@@ -108,6 +117,13 @@ pub(crate) struct Connection {
     pub(crate) config: ConnectionConfig,
     pub(crate) stats: ConnStats,
     pub(crate) handler: Option<MessageHandler>,
+    /// Unmatched messages queued for `handler` and not yet delivered: a connection released
+    /// meanwhile keeps its handler until they are (a server may send a message, its close
+    /// frame and its FIN in one segment, all read in one turn).
+    pub(crate) undelivered: usize,
+    /// A protocol violation read behind messages still `undelivered`: the connection fails
+    /// once they are delivered (and reads nothing more meanwhile).
+    pub(crate) violation: Option<Box<tungstenite::Error>>,
     pub(crate) state_handler: Option<StateHandler>,
     /// Handlers of notifications by method (`None` while one runs).
     pub(crate) notification_handlers: HashMap<Box<str>, Option<NotificationHandler>>,
@@ -115,12 +131,15 @@ pub(crate) struct Connection {
     pub(crate) subscription_keys: HashMap<Box<str>, u64>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
-    /// Calls submitted before the connection opened, in submit order. Their requests wait in
-    /// the pending table; ids of calls that completed meanwhile are skipped when draining.
-    pub(crate) queued: VecDeque<CallId>,
-    /// Bytes of the queued requests (an upper bound: requests that completed unsent count
-    /// until the queue is compacted).
+    /// Calls and messages submitted before the connection opened, in submit order. The
+    /// calls' requests wait in the pending table; ids of calls that completed meanwhile are
+    /// skipped when draining.
+    pub(crate) queued: VecDeque<Queued>,
+    /// Bytes of the queued requests and messages (an upper bound: requests that completed
+    /// unsent count until the queue is compacted).
     pub(crate) queued_bytes: usize,
+    /// Messages (not calls) in `queued`.
+    pub(crate) queued_messages: usize,
     /// Calls pending on this connection, counted until their completion is dispatched.
     pub(crate) in_flight: usize,
     /// The connect, close or reconnect deadline.
@@ -160,12 +179,15 @@ impl Connection {
             config,
             stats: ConnStats::default(),
             handler: None,
+            undelivered: 0,
+            violation: None,
             state_handler: None,
             notification_handlers: HashMap::new(),
             subscription_keys: HashMap::new(),
             addr,
             queued: VecDeque::new(),
             queued_bytes: 0,
+            queued_messages: 0,
             in_flight: 0,
             timer: None,
             keepalive: None,
@@ -190,16 +212,24 @@ impl Connection {
 
     /// Drops the socket and everything only a live connection needs (its buffers, queue,
     /// message handler and reconnect state), so an ended connection costs a few dozen bytes.
-    /// (The state handler stays until it has been told `Closed`.)
+    /// (The state handler stays until it has been told `Closed`, the message handler until
+    /// the messages that arrived before the end are delivered.)
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
         self.keepalive = None;
+        self.clear_queue();
         self.queued = VecDeque::new();
-        self.queued_bytes = 0;
-        self.handler = None;
-        self.notification_handlers = HashMap::new();
-        self.subscription_keys = HashMap::new();
+        if self.undelivered == 0 {
+            self.handler = None;
+            self.notification_handlers = HashMap::new();
+        }
+        self.violation = None;
         self.reconnect = None;
+    }
+
+    /// Ended, with its socket dropped: only its handlers' last deliveries remain.
+    pub(crate) fn released(&self) -> bool {
+        self.ended.is_some() && matches!(self.socket, Socket::Gone)
     }
 
     /// Whether a new call may be written at once (open, nothing queued ahead of it).
@@ -252,10 +282,11 @@ impl Connection {
         }
     }
 
-    /// Drops ids of calls that left the queue's reach, once stale ids outnumber live ones, so a
-    /// submit-cancel loop on a connection that never opens cannot grow the queue without bound.
+    /// Drops ids of calls that left the queue's reach, once stale ids outnumber live entries,
+    /// so a submit-cancel loop on a connection that never opens cannot grow the queue without
+    /// bound.
     pub(crate) fn compact_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
-        if self.queued.len() > 2 * self.in_flight + 64 {
+        if self.queued.len() > 2 * (self.in_flight + self.queued_messages) + 64 {
             self.recount_queue(unsent_len);
         }
     }
@@ -263,9 +294,28 @@ impl Connection {
     /// Drops the ids of calls that completed unsent and counts the queued bytes exactly.
     pub(crate) fn recount_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
         let mut bytes = 0;
-        self.queued
-            .retain(|&id| unsent_len(id).inspect(|len| bytes += len).is_some());
+        self.queued.retain(|entry| {
+            let len = match entry {
+                Queued::Call(id) => unsent_len(*id),
+                Queued::Message(message) => Some(message.len()),
+            };
+            len.inspect(|len| bytes += len).is_some()
+        });
         self.queued_bytes = bytes;
+    }
+
+    /// Forgets everything queued: calls (whose requests stay in the pending table, to be
+    /// failed by the caller) and messages (dropped unsent).
+    pub(crate) fn clear_queue(&mut self) {
+        if self.queued_messages > 0 {
+            log::debug!(
+                "{} queued messages dropped unsent: the connection ended",
+                self.queued_messages
+            );
+        }
+        self.queued.clear();
+        self.queued_bytes = 0;
+        self.queued_messages = 0;
     }
 }
 
@@ -273,7 +323,7 @@ impl Connection {
 /// threshold). `WouldBlock` means buffered: the bytes go out on a later flush.
 pub(crate) fn write_message(
     ws: &mut WebSocket<Stream>,
-    message: Message,
+    message: tungstenite::Message,
 ) -> Result<(), tungstenite::Error> {
     match ws.write(message) {
         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),

@@ -31,7 +31,7 @@ use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
-use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
+use crate::driver::connection::{ConnState, Connection, Ended, Queued, Socket, write_message};
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
@@ -328,7 +328,7 @@ impl Context {
             let unsent = Some(std::mem::take(&mut self.frame));
             let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
             debug_assert_eq!(submitted, id);
-            c.queued.push_back(id);
+            c.queued.push_back(Queued::Call(id));
             c.in_flight += 1;
             let calls = &self.calls;
             c.compact_queue(|id| calls.unsent_len(id));
@@ -390,7 +390,7 @@ impl Context {
             return Ok(());
         }
         c.ended = Some(Ended::Closed);
-        c.queued.clear();
+        c.clear_queue();
         self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
         self.end_subscriptions(index, None, || Error::Closed);
         self.cancel_conn_timers(index);
@@ -559,11 +559,28 @@ impl Context {
 impl Context {
     /// Runs the handler of one inbound message; `false` if none ran.
     fn dispatch_inbound(&mut self, inbound: Inbound) -> bool {
-        match inbound {
-            Inbound::Unmatched(message) => self.run_message_handler(message),
-            Inbound::Notification(notification) => self.route_notification(notification),
-            Inbound::Subscription(id, event) => self.run_subscription_handler(id, event),
+        let (index, ran) = match inbound {
+            Inbound::Unmatched(message) => {
+                let index = message.conn().index();
+                (index, self.run_message_handler(message))
+            }
+            Inbound::Notification(notification) => {
+                let index = notification.conn().index();
+                (index, self.route_notification(notification))
+            }
+            Inbound::Subscription(id, event) => return self.run_subscription_handler(id, event),
+        };
+        let c = &mut self.conns[index];
+        c.undelivered -= 1;
+        if c.undelivered == 0 {
+            if c.released() {
+                // Its last message (see `Connection::release`).
+                c.handler = None;
+                c.notification_handlers = HashMap::new();
+            }
+            self.fail_deferred_violation(index);
         }
+        ran
     }
 
     /// Runs the connection's message handler, if it still has one.

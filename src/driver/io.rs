@@ -22,9 +22,10 @@ use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
 use crate::core::keepalive::{Keepalive, KeepaliveAction};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{Connection, Ended, Socket, write_message};
+use crate::driver::connection::{Connection, Ended, Queued, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::frame_arena::COPY_LIMIT;
+use crate::driver::handshake::{check_response, failure_text};
 use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
@@ -108,12 +109,19 @@ impl Context {
 
     fn after_handshake(&mut self, index: usize, result: Handshake) {
         match result {
-            Ok((ws, _response)) => self.on_open(index, ws),
+            Ok((ws, response)) => {
+                match check_response(&self.conns[index].config.headers, &response) {
+                    None => self.on_open(index, ws),
+                    // Not established yet: no close frame is due (RFC 6455 §7.1.7), the TCP
+                    // connection is dropped with `ws`.
+                    Some(why) => self.fail(index, DisconnectReason::Handshake(why.into())),
+                }
+            }
             Err(HandshakeError::Interrupted(mid)) => {
                 self.conns[index].socket = Socket::Handshaking(Box::new(mid));
             }
             Err(HandshakeError::Failure(e)) => {
-                self.fail(index, DisconnectReason::Handshake(e.to_string().into()));
+                self.fail(index, DisconnectReason::Handshake(failure_text(&e).into()));
             }
         }
     }
@@ -142,24 +150,37 @@ impl Context {
         }
         self.change_state(index, StateChange::Open);
         let c = &mut self.conns[index];
-        log::debug!("connection {index}: {} queued calls", c.queued.len());
+        log::debug!(
+            "connection {index}: {} queued calls and messages",
+            c.queued.len()
+        );
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
         };
         let mut failure = None;
         c.queued_bytes = 0;
-        while let Some(id) = c.queued.pop_front() {
-            let Some(frame) = self.calls.take_unsent(id) else {
-                continue; // completed while it waited
-            };
-            if frame.is_empty() {
-                continue; // a batch's call: its frame went with the batch's first call
-            }
-            match write_message(ws, Message::Text(frame.into())) {
-                Ok(()) => c.stats.requests_sent += 1,
-                Err(tungstenite::Error::WriteBufferFull(_)) => {
-                    self.calls.handle_failure(id, Error::Busy);
+        while let Some(entry) = c.queued.pop_front() {
+            let (message, call) = match entry {
+                Queued::Call(id) => match self.calls.take_unsent(id) {
+                    // A batch's call: its frame went with the batch's first call.
+                    Some(frame) if frame.is_empty() => continue,
+                    Some(frame) => (Message::Text(frame.into()), Some(id)),
+                    None => continue, // completed while it waited
+                },
+                Queued::Message(message) => {
+                    c.queued_messages -= 1;
+                    (message.into_ws(), None)
                 }
+            };
+            match write_message(ws, message) {
+                Ok(()) if call.is_some() => c.stats.requests_sent += 1,
+                Ok(()) => c.stats.messages_sent += 1,
+                Err(tungstenite::Error::WriteBufferFull(_)) => match call {
+                    Some(id) => {
+                        self.calls.handle_failure(id, Error::Busy);
+                    }
+                    None => log::warn!("connection {index}: write buffer full, message dropped"),
+                },
                 Err(e) => {
                     failure = Some(DisconnectReason::from_ws(&e));
                     break;
@@ -177,6 +198,9 @@ impl Context {
     /// Reads messages until the socket would block (or the budget runs out), matching each.
     pub(crate) fn read_frames(&mut self, index: usize) {
         let conn = ConnId::new(index);
+        if self.conns[index].violation.is_some() {
+            return; // nothing after a violation is read (see `on_violation`)
+        }
         for _ in 0..READ_BUDGET {
             let c = &mut self.conns[index];
             let Socket::Open(ws) = &mut c.socket else {
@@ -188,7 +212,7 @@ impl Context {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return self.finish(index);
                 }
-                Err(e) => return self.fail_on_violation(index, &e),
+                Err(e) => return self.on_violation(index, e),
             };
             if let Some(keepalive) = &mut c.keepalive {
                 keepalive.handle_received();
@@ -215,6 +239,7 @@ impl Context {
                         Routed::Notification(notification) => {
                             // Routed when dispatched, after the completions of this turn: a
                             // subscription's first items may arrive with its subscribe answer.
+                            c.undelivered += 1;
                             self.inbound.push_back(Inbound::Notification(notification));
                             continue;
                         }
@@ -249,6 +274,7 @@ impl Context {
         let c = &mut self.conns[index];
         c.count_unmatched(message.reason());
         if c.handler.is_some() {
+            c.undelivered += 1;
             self.inbound.push_back(Inbound::Unmatched(message));
         } else if log::log_enabled!(log::Level::Debug) {
             let reason = message.reason();
@@ -283,7 +309,7 @@ impl Context {
         self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
         c.keepalive = None;
-        c.queued.clear();
+        c.clear_queue();
         let ended = Ended::Disconnected(reason.clone());
         self.calls.handle_disconnect(ConnId::new(index), |written| {
             Some(if written {
@@ -297,6 +323,31 @@ impl Context {
         self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
         self.change_state(index, StateChange::Disconnected(reason));
         self.change_state(index, StateChange::Closed);
+    }
+
+    /// tungstenite refused what the peer sent. Messages read before the violation and queued
+    /// for the message handler are delivered first, in this turn's dispatch, so that what the
+    /// handler sends in reply (an echo, an acknowledgement) leaves before the close frame; the
+    /// connection reads nothing more meanwhile, and fails after the last delivery.
+    fn on_violation(&mut self, index: usize, e: tungstenite::Error) {
+        let c = &mut self.conns[index];
+        if c.undelivered > 0 && c.ended.is_none() {
+            c.violation = Some(Box::new(e));
+            return;
+        }
+        self.fail_on_violation(index, &e);
+    }
+
+    /// After a dispatch delivered a connection's last queued message: fail it for the
+    /// violation that waited for that (see `on_violation`), if it is still open.
+    pub(crate) fn fail_deferred_violation(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        let Some(e) = c.violation.take() else {
+            return;
+        };
+        if c.ended.is_none() && matches!(c.socket, Socket::Open(_)) {
+            self.fail_on_violation(index, &e);
+        }
     }
 
     /// tungstenite refused what the peer sent. RFC 6455 §7.1.7 ("_Fail the WebSocket
@@ -364,6 +415,7 @@ impl Context {
         let c = &mut self.conns[index];
         c.socket = Socket::Gone;
         c.keepalive = None;
+        c.violation = None;
         if c.ended.is_some() {
             // Ended before (a close handshake was under way): only the socket was left.
             c.release();

@@ -68,8 +68,8 @@ pub struct SubscribeOptions {
 enum SubState {
     /// The subscribe call of this attempt is in flight.
     Subscribing { attempt: u32, call: CallId },
-    /// Subscribed under this key (the JSON text of the subscribe call's result).
-    Active(Box<str>),
+    /// Subscribed (under `key`).
+    Active,
     /// The connection was lost; subscribing again when it opens.
     Interrupted,
     /// Its `Ended` event is queued; removed once it is delivered, unless `awaiting`: then
@@ -86,6 +86,10 @@ pub(crate) struct SubscriptionEntry {
     unsubscribe_method: Box<str>,
     options: SubscribeOptions,
     state: SubState,
+    /// The key items carry (the JSON text of the subscribe call's result), once known. It
+    /// stays routed until the `Interrupted` or `Ended` event is dispatched, so that items read
+    /// before the connection went down still reach the handler, in order, before that event.
+    key: Option<Box<str>>,
     /// Attempts made (the first subscribe, then each resubscribe).
     attempt: u32,
     /// Taken while it runs.
@@ -205,6 +209,7 @@ impl Context {
                 unsubscribe_method: unsubscribe_method.into(),
                 options,
                 state: SubState::Subscribing { attempt: 0, call },
+                key: None,
                 attempt: 0,
                 handler: Some(Box::new(on_event)),
             },
@@ -226,12 +231,14 @@ impl Context {
                 s.state = SubState::Ended { awaiting };
                 return false;
             }
-            SubState::Active(key) => {
+            SubState::Active => {
                 let (conn, method) = (s.conn, s.unsubscribe_method.clone());
-                if let Some(c) = self.conns.get_mut(conn.index()) {
-                    c.subscription_keys.remove(&key);
+                if let Some(key) = s.key.take() {
+                    if let Some(c) = self.conns.get_mut(conn.index()) {
+                        c.subscription_keys.remove(&key);
+                    }
+                    self.send_unsubscribe(conn, &method, &key);
                 }
-                self.send_unsubscribe(conn, &method, &key);
             }
             SubState::Subscribing { call, .. } => {
                 // Never sent: withdrawn. Sent: its answer will name the key to unsubscribe.
@@ -298,12 +305,17 @@ impl Context {
             Ok(answer) if current => {
                 let key: Box<str> = answer.text().into();
                 if let Some(c) = self.conns.get_mut(s.conn.index()) {
+                    if let Some(old) = s.key.take() {
+                        c.subscription_keys.remove(&old);
+                    }
                     c.subscription_keys.insert(key.clone(), id);
                 }
-                s.state = SubState::Active(key);
+                s.key = Some(key);
+                s.state = SubState::Active;
                 if attempt > 0 {
-                    self.inbound
-                        .push_back(Inbound::Subscription(id, SubscriptionEvent::Resubscribed));
+                    // Now, not queued: items read right behind this answer are queued already
+                    // and must come after it.
+                    self.run_subscription_handler(id, SubscriptionEvent::Resubscribed);
                 }
             }
             Err(e) if current => {
@@ -329,6 +341,19 @@ impl Context {
 
     /// Runs a subscription's handler; drops the subscription after its `Ended` event.
     pub(crate) fn run_subscription_handler(&mut self, id: u64, event: SubscriptionEvent) -> bool {
+        if matches!(
+            event,
+            SubscriptionEvent::Interrupted(_) | SubscriptionEvent::Ended(_)
+        ) {
+            // Items read before this event were routed; later ones are not for this key.
+            if let Some(s) = self.subscriptions.get_mut(&id) {
+                if let Some(key) = s.key.take() {
+                    if let Some(c) = self.conns.get_mut(s.conn.index()) {
+                        c.subscription_keys.remove(&key);
+                    }
+                }
+            }
+        }
         let Some(mut handler) = self
             .subscriptions
             .get_mut(&id)
@@ -396,14 +421,16 @@ impl Context {
         resume: Option<&DisconnectReason>,
         error: impl Fn() -> Error,
     ) {
-        if let Some(c) = self.conns.get_mut(index) {
-            c.subscription_keys.clear();
-        }
         for (&id, s) in &mut self.subscriptions {
             if s.conn.index() != index || matches!(s.state, SubState::Ended { .. }) {
                 continue;
             }
             if let SubState::Subscribing { call, .. } = s.state {
+                if resume.is_some() && self.calls.is_unsent(call) {
+                    // Never reached the server: its call waits for the connection, like any
+                    // call not yet written; nothing was interrupted.
+                    continue;
+                }
                 // Written, it fails with the connection; queued, it must not go out later.
                 self.calls.handle_cancel(call);
             }

@@ -1,0 +1,479 @@
+//! rpcloop against servers it did not write: Node's `ws` and Python's `websockets`
+//! (`tests/interop/`), speaking the envelope protocol on 127.0.0.1.
+//!
+//! Every test runs against both servers (the `node` and `python` modules below), and is
+//! ignored by default since it needs their packages installed: `scripts/interop.sh` installs
+//! them locally and runs `cargo test --test interop -- --ignored`. The servers select their
+//! behaviour from the request's payload (`tests/interop/README.md`): shuffled answers, delays,
+//! pushes around answers, pings, a close of their own.
+//!
+//! Every test asserts that each call completed exactly once, with the outcome its scenario
+//! calls for.
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rpcloop::{
+    CallOptions, ConnId, ConnState, ConnectionConfig, DisconnectReason, Error, EventLoop,
+    UnmatchedReason,
+};
+use serde_json::{Value, json};
+use support::*;
+
+/// The server implementations.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    /// `tests/interop/node/server.js`, on the `ws` package.
+    Node,
+    /// `tests/interop/python/server.py`, on the `websockets` package.
+    Python,
+}
+
+/// A server process, stopped on drop (its stdin closes, and it exits on that).
+struct External {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    port: u16,
+}
+
+impl External {
+    /// Starts `peer`'s server for `protocol` ("envelope" or "jsonrpc") on a free port.
+    fn start(peer: Peer, protocol: &str) -> External {
+        // Cargo sets it when running tests; read at run time, since a test binary reused from
+        // another checkout (same sources, shared target dir) keeps that checkout's path.
+        let root = PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        );
+        let (program, script) = match peer {
+            Peer::Node => (
+                std::env::var("RPCLOOP_INTEROP_NODE").unwrap_or_else(|_| "node".into()),
+                root.join("tests/interop/node/server.js"),
+            ),
+            Peer::Python => (
+                std::env::var("RPCLOOP_INTEROP_PYTHON").unwrap_or_else(|_| {
+                    root.join("target/interop/venv/bin/python")
+                        .to_string_lossy()
+                        .into_owned()
+                }),
+                root.join("tests/interop/python/server.py"),
+            ),
+        };
+        let mut child = Command::new(&program)
+            .arg(&script)
+            .arg(protocol)
+            .arg("0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{peer:?} server ({program}): {e}; run scripts/interop.sh to install it")
+            });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{peer:?} server did not print its port within 30 s"));
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{peer:?} server printed {line:?}, not a port"));
+        External {
+            stdin: child.stdin.take(),
+            child,
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < give_up {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loop connected (open) to `peer`'s envelope server.
+fn connect(peer: Peer) -> (External, EventLoop, ConnId) {
+    let server = External::start(peer, "envelope");
+    let mut ev = EventLoop::new().unwrap();
+    let conn = ev
+        .connect(&server.url(), ConnectionConfig::default())
+        .unwrap();
+    turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
+    (server, ev, conn)
+}
+
+/// Everything a connection's message handler received.
+type Received = Rc<RefCell<Vec<(UnmatchedReason, Vec<u8>)>>>;
+
+fn record_unmatched(ev: &mut EventLoop, conn: ConnId) -> Received {
+    let received = Received::default();
+    let log = received.clone();
+    ev.set_message_handler(conn, move |_, m| {
+        log.borrow_mut().push((m.reason(), m.as_bytes().to_vec()))
+    })
+    .unwrap();
+    received
+}
+
+fn timeout(ms: u64) -> CallOptions {
+    CallOptions {
+        timeout: Some(Duration::from_millis(ms)),
+    }
+}
+
+/// Parses an outcome's payload text.
+fn json_of(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+fn a_thousand_shuffled_calls(peer: Peer) {
+    const N: usize = 1_000;
+    let (server, mut ev, conn) = connect(peer);
+    let outcomes = Outcomes::new(N);
+    let order = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..N {
+        let record = outcomes.callback(i);
+        let order = order.clone();
+        ev.submit(
+            conn,
+            json!({"op": "shuffle", "batch": 100, "n": i}),
+            move |ctx, result| {
+                order.borrow_mut().push(i);
+                record(ctx, result);
+            },
+        )
+        .unwrap();
+    }
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    for i in 0..N {
+        let answer = json_of(&outcomes.get(i).unwrap());
+        assert_eq!(answer["n"], i, "{peer:?}: call {i} got {answer}");
+    }
+    assert!(
+        order.borrow().windows(2).any(|w| w[0] > w[1]),
+        "{peer:?}: answers came in submit order: not shuffled"
+    );
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!(
+        (stats.answers, stats.unmatched()),
+        (N as u64, 0),
+        "{peer:?}"
+    );
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+fn timeouts_and_a_late_answer(peer: Peer) {
+    let (server, mut ev, conn) = connect(peer);
+    let outcomes = Outcomes::new(3);
+    // Never answered.
+    ev.submit_with(
+        conn,
+        json!({"op": "silent"}),
+        timeout(50),
+        outcomes.callback(0),
+    )
+    .unwrap();
+    // Answered long after its deadline: the answer is stale, and completes nothing.
+    ev.submit_with(
+        conn,
+        json!({"op": "delay", "ms": 1_000}),
+        timeout(50),
+        outcomes.callback(1),
+    )
+    .unwrap();
+    // Answered in time.
+    ev.submit(conn, json!({"op": "delay", "ms": 20}), outcomes.callback(2))
+        .unwrap();
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    turn_until(&mut ev, |ev| ev.stats(conn).unwrap().stale_id == 1);
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.error(0), "Timeout", "{peer:?}");
+    assert_eq!(outcomes.error(1), "Timeout", "{peer:?}");
+    assert_eq!(json_of(&outcomes.get(2).unwrap())["ms"], 20, "{peer:?}");
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!((stats.timeouts, stats.answers), (2, 1), "{peer:?}");
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+fn pushes_between_answers_and_raw_messages(peer: Peer) {
+    let (server, mut ev, conn) = connect(peer);
+    let received = record_unmatched(&mut ev, conn);
+    let outcomes = Outcomes::new(3);
+    for i in 0..3 {
+        ev.submit(
+            conn,
+            json!({"op": "push", "count": 6, "call": i}),
+            outcomes.callback(i),
+        )
+        .unwrap();
+    }
+    ev.send(conn, "hello raw").unwrap();
+    ev.send(conn, vec![1u8, 2, 3]).unwrap();
+    turn_until(&mut ev, |_| {
+        outcomes.all_completed() && received.borrow().len() == 20
+    });
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    for i in 0..3 {
+        assert_eq!(json_of(&outcomes.get(i).unwrap())["call"], i, "{peer:?}");
+    }
+    let received = received.borrow();
+    let pushes: Vec<Value> = received
+        .iter()
+        .filter(|(reason, _)| *reason == UnmatchedReason::NoId)
+        .map(|(_, bytes)| serde_json::from_slice(bytes).unwrap())
+        .collect();
+    assert_eq!(pushes.len(), 18, "{peer:?}: {received:?}");
+    for (k, push) in pushes.iter().enumerate() {
+        assert_eq!(push["push"]["i"], k % 6, "{peer:?}: push {k}");
+    }
+    assert!(
+        received.contains(&(UnmatchedReason::Malformed, b"hello raw".to_vec())),
+        "{peer:?}: {received:?}"
+    );
+    assert!(
+        received.contains(&(UnmatchedReason::Binary, vec![1, 2, 3])),
+        "{peer:?}: {received:?}"
+    );
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!((stats.answers, stats.unmatched()), (3, 20), "{peer:?}");
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+fn a_server_closing_mid_flight_fails_every_call_once(peer: Peer) {
+    let (server, mut ev, conn) = connect(peer);
+    let outcomes = Outcomes::new(11);
+    for i in 0..10 {
+        ev.submit(
+            conn,
+            json!({"op": "delay", "ms": 5_000}),
+            outcomes.callback(i),
+        )
+        .unwrap();
+    }
+    ev.submit(
+        conn,
+        json!({"op": "close", "code": 4001, "reason": "bye"}),
+        outcomes.callback(10),
+    )
+    .unwrap();
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    let closed = DisconnectReason::PeerClosed {
+        code: 4001,
+        reason: "bye".into(),
+    };
+    for i in 0..11 {
+        assert_eq!(
+            outcomes.error(i),
+            format!("{:?}", Error::Disconnected(closed.clone())),
+            "{peer:?}: call {i}"
+        );
+    }
+    assert!(matches!(
+        ev.submit(conn, 1, |_, _| panic!("must not run")),
+        Err(Error::NotSent(_))
+    ));
+    // The close handshake ends (the server drops the TCP connection) and nothing is left.
+    turn_until(&mut ev, |ev| {
+        ev.state(conn) == Some(ConnState::Disconnected(closed.clone()))
+    });
+    assert!(
+        ev.next_deadline().is_none(),
+        "{peer:?}: a timer left behind"
+    );
+    drop(server);
+}
+
+fn a_4_mib_message_each_way(peer: Peer) {
+    const SIZE: usize = 4 << 20;
+    let (server, mut ev, conn) = connect(peer);
+    let received = record_unmatched(&mut ev, conn);
+    let text: String = (0..SIZE)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let binary: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let outcomes = Outcomes::new(1);
+    ev.submit(conn, &text, outcomes.callback(0)).unwrap();
+    ev.send(conn, binary.clone()).unwrap();
+    turn_until(&mut ev, |_| {
+        outcomes.all_completed() && received.borrow().len() == 1
+    });
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    let answer: String = serde_json::from_str(&outcomes.get(0).unwrap()).unwrap();
+    assert!(answer == text, "{peer:?}: the 4 MiB answer differs");
+    let received = received.borrow();
+    assert_eq!(received[0].0, UnmatchedReason::Binary);
+    assert!(received[0].1 == binary, "{peer:?}: the 4 MiB echo differs");
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+fn server_pings_are_ponged(peer: Peer) {
+    let (server, mut ev, conn) = connect(peer);
+    let outcomes = Outcomes::new(2);
+    ev.submit(
+        conn,
+        json!({"op": "ping", "count": 3}),
+        outcomes.callback(0),
+    )
+    .unwrap();
+    ev.submit(
+        conn,
+        json!({"op": "ping", "count": 1}),
+        outcomes.callback(1),
+    )
+    .unwrap();
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    // The server answers only once it has its pongs.
+    assert_eq!(json_of(&outcomes.get(0).unwrap()), json!({"pongs": 3}));
+    assert_eq!(json_of(&outcomes.get(1).unwrap()), json!({"pongs": 1}));
+    assert_eq!(ev.stats(conn).unwrap().unmatched(), 0, "{peer:?}");
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+/// The JSON-RPC side of the servers, checked with a plain blocking client until rpcloop's
+/// JSON-RPC codec runs the scenarios above against it: answers, error objects, pushes as
+/// notifications, a batch.
+fn the_jsonrpc_server_speaks_json_rpc_2_0(peer: Peer) {
+    let server = External::start(peer, "jsonrpc");
+    let (mut ws, _) = tungstenite::connect(server.url()).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    }
+    let mut exchange = |request: Value, replies: usize| -> Vec<Value> {
+        ws.send(tungstenite::Message::text(request.to_string()))
+            .unwrap();
+        (0..replies)
+            .map(|_| {
+                loop {
+                    if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+                        break json_of(&t);
+                    }
+                }
+            })
+            .collect()
+    };
+    let call = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    assert_eq!(
+        exchange(call(1, "echo", json!([1, "two"])), 1),
+        [json!({"jsonrpc": "2.0", "id": 1, "result": [1, "two"]})]
+    );
+    assert_eq!(
+        exchange(
+            call(
+                2,
+                "error",
+                json!({"code": -32001, "message": "nope", "data": {"x": 1}})
+            ),
+            1
+        ),
+        [json!({"jsonrpc": "2.0", "id": 2,
+                "error": {"code": -32001, "message": "nope", "data": {"x": 1}}})]
+    );
+    assert_eq!(
+        exchange(call(3, "no_such_method", json!({})), 1)[0]["error"]["code"],
+        -32601
+    );
+    let pushed = exchange(call(4, "push", json!({"count": 2})), 3);
+    assert_eq!(
+        pushed,
+        [
+            json!({"jsonrpc": "2.0", "method": "push", "params": {"i": 0}}),
+            json!({"jsonrpc": "2.0", "id": 4, "result": {"count": 2}}),
+            json!({"jsonrpc": "2.0", "method": "push", "params": {"i": 1}}),
+        ]
+    );
+    assert_eq!(
+        exchange(
+            json!({"jsonrpc": "2.0", "method": "note", "params": [7]}),
+            1
+        ),
+        [json!({"jsonrpc": "2.0", "method": "echo", "params": [7]})]
+    );
+    assert_eq!(
+        exchange(
+            json!([call(5, "echo", json!(5)), {"jsonrpc": "2.0", "method": "n"}, call(6, "error", json!({"code": 1, "message": "m"}))]),
+            1
+        ),
+        [json!([
+            {"jsonrpc": "2.0", "id": 5, "result": 5},
+            {"jsonrpc": "2.0", "id": 6, "error": {"code": 1, "message": "m"}}
+        ])]
+    );
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    drop(server);
+}
+
+/// Each scenario, once per server.
+macro_rules! against_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod node {
+            $(
+                #[test]
+                #[ignore = "needs node ws / python websockets: run scripts/interop.sh"]
+                fn $scenario() {
+                    super::$scenario(super::Peer::Node);
+                }
+            )*
+        }
+        mod python {
+            $(
+                #[test]
+                #[ignore = "needs node ws / python websockets: run scripts/interop.sh"]
+                fn $scenario() {
+                    super::$scenario(super::Peer::Python);
+                }
+            )*
+        }
+    };
+}
+
+against_both!(
+    a_thousand_shuffled_calls,
+    timeouts_and_a_late_answer,
+    pushes_between_answers_and_raw_messages,
+    a_server_closing_mid_flight_fails_every_call_once,
+    a_4_mib_message_each_way,
+    server_pings_are_ponged,
+    the_jsonrpc_server_speaks_json_rpc_2_0,
+);
