@@ -8,9 +8,13 @@ mod support;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
-use rpcloop::{ConnId, ConnectionConfig, Error, EventLoop, JsonRpc2, Request, UnmatchedReason};
+use rpcloop::{
+    CallOptions, ConnId, ConnectionConfig, Context, Error, EventLoop, JsonRpc2, Request, Response,
+    UnmatchedReason,
+};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use support::jsonrpc::*;
@@ -287,6 +291,302 @@ fn notifications_interleaved_with_answers_reach_their_handlers_in_order() {
             ),
             (0, 0, 0)
         );
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------------
+
+fn timeout(ms: u64) -> CallOptions {
+    CallOptions {
+        timeout: Some(Duration::from_millis(ms)),
+    }
+}
+
+/// A normal call on `conn` still completes, with its own answer (an `echo` server method).
+fn assert_call_still_works(ev: &mut EventLoop, conn: ConnId) {
+    let outcomes = Outcomes::new(1);
+    ev.submit(
+        conn,
+        req("echo", json!(["still", "here"])),
+        outcomes.callback(0),
+    )
+    .unwrap();
+    turn_until(ev, |_| outcomes.all_completed());
+    settle(ev);
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.get(0), Ok(r#"["still","here"]"#.to_owned()));
+}
+
+/// What a batch's callback received, each time it ran.
+#[derive(Clone, Default)]
+struct BatchRuns(Rc<RefCell<Vec<Vec<Outcome>>>>);
+
+impl BatchRuns {
+    fn callback(&self) -> impl FnOnce(&mut Context, Vec<Result<Response, Error>>) + 'static {
+        let runs = self.0.clone();
+        move |_, results| {
+            let results = results
+                .into_iter()
+                .map(|r| r.map(|r| r.text().to_owned()).map_err(|e| format!("{e:?}")))
+                .collect();
+            runs.borrow_mut().push(results);
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.0.borrow().len()
+    }
+
+    /// The results of the one run; panics unless the callback ran exactly once.
+    fn results(&self) -> Vec<Outcome> {
+        let runs = self.0.borrow();
+        assert_eq!(runs.len(), 1, "the batch callback runs once: {runs:?}");
+        runs[0].clone()
+    }
+}
+
+/// `echo` calls with params `[0]`, `[1]`, ...
+fn echo_batch(n: usize) -> Vec<Request<'static, Value>> {
+    (0..n).map(|i| req("echo", json!([i]))).collect()
+}
+
+/// The results an echo batch of `n` gets when all goes well.
+fn echoed(n: usize) -> Vec<Outcome> {
+    (0..n).map(|i| Ok(format!("[{i}]"))).collect()
+}
+
+/// Reads one batch request, checks its shape against the ids `submit_batch` returned, and
+/// hands it to the test.
+fn read_checked_batch(ws: &mut Ws, n: usize) -> Vec<Call> {
+    let batch = read_batch(ws).expect("a batch");
+    assert_eq!(batch.len(), n, "{batch:?}");
+    for call in &batch {
+        assert_eq!(call.jsonrpc, json!("2.0"));
+        assert!(
+            call.raw_id().bytes().all(|b| b.is_ascii_digit()),
+            "{call:?}"
+        );
+    }
+    batch
+}
+
+/// The ids of a batch as the server saw them, to compare with what `submit_batch` returned.
+fn ids_of(calls: &[Call]) -> Vec<String> {
+    calls.iter().map(|c| c.raw_id().to_owned()).collect()
+}
+
+fn ids_text(ids: &[rpcloop::CallId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_batch_answered_in_order_gets_one_callback_with_results_in_request_order() {
+    bounded(|| {
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(move |ws| {
+            let batch = read_checked_batch(ws, 5);
+            let answers: Vec<String> = batch
+                .iter()
+                .map(|c| result_frame(c.raw_id(), &c.params))
+                .collect();
+            send_batch(ws, &answers);
+            ws.flush().unwrap();
+            tx.send(batch).unwrap();
+            rpc_echo(ws); // answers the next batch the same way
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let runs = BatchRuns::default();
+        let ids = ev
+            .submit_batch(conn, echo_batch(5), CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(runs.results(), echoed(5));
+        let batch = rx.recv().unwrap();
+        assert_eq!(
+            ids_of(&batch),
+            ids_text(&ids),
+            "one id per request, in order"
+        );
+        let methods: Vec<_> = batch.iter().map(|c| c.method.as_str()).collect();
+        assert_eq!(methods, ["echo"; 5]);
+        assert_eq!(
+            ev.stats(conn).unwrap().answers,
+            1,
+            "one message completed five calls"
+        );
+        // A second batch on the same connection: fresh ids, its own callback.
+        let again = BatchRuns::default();
+        let batch = vec![req("echo", json!(["x"])), req("echo", json!({"y": 1}))];
+        ev.submit_batch(conn, batch, CallOptions::default(), again.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| again.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(
+            again.results(),
+            [Ok(r#"["x"]"#.to_owned()), Ok(r#"{"y":1}"#.to_owned())]
+        );
+        assert_eq!(runs.runs(), 1);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.requests_sent, stats.answers), (7, 2));
+        assert_eq!(stats.unmatched(), 0);
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_batch_answered_out_of_order_still_gets_results_in_request_order() {
+    bounded(|| {
+        let server = Server::start(|ws| {
+            let batch = read_checked_batch(ws, 8);
+            let mut answers: Vec<String> = batch
+                .iter()
+                .map(|c| result_frame(c.raw_id(), &c.params))
+                .collect();
+            answers.reverse();
+            answers.swap(1, 5);
+            send_batch(ws, &answers);
+            ws.flush().unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, echo_batch(8), CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(runs.results(), echoed(8));
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.unmatched()), (1, 0));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_partial_batch_answer_fails_only_the_missing_call_with_timeout_once() {
+    bounded(|| {
+        let (late_tx, late_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |ws| {
+            let batch = read_checked_batch(ws, 4);
+            // Element 2 is left out.
+            let answers: Vec<String> = [3, 0, 1]
+                .iter()
+                .map(|&i| result_frame(batch[i].raw_id(), &batch[i].params))
+                .collect();
+            send_batch(ws, &answers);
+            ws.flush().unwrap();
+            // Once the batch is over, its missing answer arrives after all: too late.
+            late_rx.recv().unwrap();
+            reply(ws, &batch[2], &batch[2].params);
+            notify(ws, "sent", &json!([]));
+            ws.flush().unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let sent = flag_on(&mut ev, conn, "sent");
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, echo_batch(4), timeout(1_000), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        let mut expected = echoed(4);
+        expected[2] = Err("Timeout".to_owned());
+        assert_eq!(runs.results(), expected);
+        assert_eq!(ev.stats(conn).unwrap().timeouts, 1);
+        late_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| sent.get() == 1);
+        settle(&mut ev);
+        assert_eq!(runs.runs(), 1, "the late answer runs nothing");
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.stale_id, stats.timeouts), (1, 1, 1));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_batch_answer_split_over_several_frames_completes_with_the_last_one() {
+    bounded(|| {
+        let (last_tx, last_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |ws| {
+            let batch = read_checked_batch(ws, 6);
+            let el = |i: usize| result_frame(batch[i].raw_id(), &batch[i].params);
+            // [3], then 0 as a plain object, then [5, 1] ...
+            send_batch(ws, &[el(3)]);
+            ws.flush().unwrap();
+            raw(ws, &el(0));
+            ws.flush().unwrap();
+            send_batch(ws, &[el(5), el(1)]);
+            ws.flush().unwrap();
+            // ... and [2, 4] only when the client has checked it is still waiting.
+            last_rx.recv().unwrap();
+            send_batch(ws, &[el(2), el(4)]);
+            ws.flush().unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, echo_batch(6), CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |ev| ev.stats(conn).unwrap().answers == 3);
+        settle(&mut ev);
+        assert_eq!(runs.runs(), 0, "two calls of the batch are still pending");
+        assert_eq!(ev.pending_calls(), 2);
+        last_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(runs.results(), echoed(6));
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.unmatched()), (4, 0));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn an_error_element_inside_a_batch_fails_only_its_own_call() {
+    bounded(|| {
+        let (tx, _seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let runs = BatchRuns::default();
+        let requests = vec![
+            req("echo", json!(["a"])),
+            req("fail", json!({"because": "asked"})),
+            req("add", json!([1, 2, 3])),
+            req("nope", json!([])),
+        ];
+        ev.submit_batch(conn, requests, CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(
+            runs.results(),
+            [
+                Ok(r#"["a"]"#.to_owned()),
+                Err(remote(-32000, "failed", Some(r#"{"because":"asked"}"#))),
+                Ok("6".to_owned()),
+                Err(remote(-32601, "Method not found", Some(r#""nope""#))),
+            ]
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.unmatched()), (1, 0));
+        assert!(!ev.has_pending());
+        assert_call_still_works(&mut ev, conn);
         close_and_wait(&mut ev, conn);
         server.join();
         assert_serves_another_connection(&mut ev);
