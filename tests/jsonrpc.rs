@@ -592,3 +592,135 @@ fn an_error_element_inside_a_batch_fails_only_its_own_call() {
         assert_serves_another_connection(&mut ev);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ids: numbers or strings, matched strictly
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn string_ids_are_sent_as_strings_and_only_a_string_echo_matches() {
+    bounded(|| {
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(move |ws| {
+            let calls = read_calls(ws, 2);
+            tx.send(calls.clone()).unwrap();
+            // Call 1 answered with its id as a number: not ours under string ids.
+            raw(
+                ws,
+                &result_frame(&calls[1].id_number().to_string(), &json!("wrong")),
+            );
+            reply(ws, &calls[0], &json!("right"));
+            ws.flush().unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = connected(&server, rpc_config(JsonRpc2::with_string_ids()));
+        let pushes = Pushes::record(&mut ev, conn);
+        let outcomes = Outcomes::new(2);
+        let ids = [
+            ev.submit(conn, req("echo", json!([0])), outcomes.callback(0))
+                .unwrap(),
+            ev.submit_with(
+                conn,
+                req("echo", json!([1])),
+                timeout(1_000),
+                outcomes.callback(1),
+            )
+            .unwrap(),
+        ];
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        outcomes.assert_exactly_once();
+        assert_eq!(outcomes.get(0), Ok(r#""right""#.to_owned()));
+        assert_eq!(outcomes.error(1), "Timeout");
+        let calls = rx.recv().unwrap();
+        for (call, id) in calls.iter().zip(&ids) {
+            assert_eq!(call.raw_id(), format!("\"{id}\""), "{}", call.text);
+            assert!(
+                call.text
+                    .starts_with(&format!(r#"{{"jsonrpc":"2.0","id":"{id}","#))
+            );
+        }
+        assert_eq!(
+            pushes.all(),
+            [(
+                UnmatchedReason::UnknownId,
+                result_frame(&ids[1].to_string(), &json!("wrong"))
+            )]
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.unknown_id, stats.timeouts), (1, 1, 1));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn number_ids_ignore_answers_echoed_as_a_string_a_float_or_negative() {
+    bounded(|| {
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(move |ws| {
+            let calls = read_calls(ws, 4);
+            let wrong = [
+                format!("\"{}\"", calls[0].id_number()),
+                format!("{}.0", calls[1].id_number()),
+                format!("-{}", calls[2].id_number()),
+            ];
+            for id in &wrong {
+                raw(ws, &result_frame(id, &json!("wrong")));
+            }
+            // The last call's answer comes after them: once it is in, they were all read.
+            reply(ws, &calls[3], &json!("right"));
+            ws.flush().unwrap();
+            tx.send(wrong).unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let pushes = Pushes::record(&mut ev, conn);
+        let outcomes = Outcomes::new(4);
+        for i in 0..3 {
+            ev.submit_with(
+                conn,
+                req("echo", json!([i])),
+                timeout(1_000),
+                outcomes.callback(i),
+            )
+            .unwrap();
+        }
+        ev.submit(conn, req("echo", json!([3])), outcomes.callback(3))
+            .unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        outcomes.assert_exactly_once();
+        for i in 0..3 {
+            assert_eq!(outcomes.error(i), "Timeout", "call {i}");
+        }
+        assert_eq!(outcomes.get(3), Ok(r#""right""#.to_owned()));
+        let wrong = rx.recv().unwrap();
+        let expected: Vec<_> = wrong
+            .iter()
+            .map(|id| {
+                (
+                    UnmatchedReason::UnknownId,
+                    result_frame(id, &json!("wrong")),
+                )
+            })
+            .collect();
+        assert_eq!(pushes.all(), expected);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (
+                stats.answers,
+                stats.unknown_id,
+                stats.stale_id,
+                stats.timeouts
+            ),
+            (1, 3, 0, 3)
+        );
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
