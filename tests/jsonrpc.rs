@@ -12,8 +12,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rpcloop::{
-    CallOptions, ConnId, ConnectionConfig, Context, Error, EventLoop, JsonRpc2, Request, Response,
-    UnmatchedReason,
+    CallOptions, ConnId, ConnState, ConnectionConfig, Context, Error, EventLoop, JsonRpc2, Request,
+    Response, UnmatchedReason,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -719,6 +719,132 @@ fn number_ids_ignore_answers_echoed_as_a_string_a_float_or_negative() {
             (1, 3, 0, 3)
         );
         assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the specification rules out
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_answers_are_counted_and_never_complete_a_call() {
+    bounded(|| {
+        let (tx, rx) = mpsc::channel();
+        let server = Server::start(move |ws| {
+            let calls = read_calls(ws, 5);
+            let id = |i: usize| calls[i].raw_id().to_owned();
+            let frames = vec![
+                // No "jsonrpc" member.
+                format!(r#"{{"id":{},"result":1}}"#, id(0)),
+                // Both result and error.
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":1,"error":{{"code":1,"message":"x"}}}}"#,
+                    id(1)
+                ),
+                // The parse-error reply: an error that cannot name its request.
+                error_frame("null", -32700, "Parse error", None),
+                // A result with a null id.
+                result_frame("null", &json!(1)),
+            ];
+            for frame in &frames {
+                raw(ws, frame);
+            }
+            reply(ws, &calls[4], &json!("fine")); // after them: once it is in, they were read
+            ws.flush().unwrap();
+            tx.send(frames).unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let pushes = Pushes::record(&mut ev, conn);
+        let outcomes = Outcomes::new(5);
+        for i in 0..4 {
+            ev.submit_with(
+                conn,
+                req("echo", json!([i])),
+                timeout(1_000),
+                outcomes.callback(i),
+            )
+            .unwrap();
+        }
+        ev.submit(conn, req("echo", json!([4])), outcomes.callback(4))
+            .unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        settle(&mut ev);
+        outcomes.assert_exactly_once();
+        for i in 0..4 {
+            assert_eq!(outcomes.error(i), "Timeout", "call {i}");
+        }
+        assert_eq!(outcomes.get(4), Ok(r#""fine""#.to_owned()));
+        let frames = rx.recv().unwrap();
+        use UnmatchedReason::{Malformed, NoId};
+        let expected: Vec<_> = [Malformed, Malformed, NoId, Malformed]
+            .into_iter()
+            .zip(frames)
+            .collect();
+        assert_eq!(pushes.all(), expected);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.malformed, stats.no_id), (3, 1));
+        assert_eq!((stats.answers, stats.timeouts), (1, 4));
+        assert_eq!(
+            (stats.unknown_id, stats.stale_id, stats.notifications),
+            (0, 0, 0)
+        );
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_payload_that_is_not_a_request_object_fails_with_encode_at_once_and_sends_nothing() {
+    bounded(|| {
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let ran = Rc::new(Cell::new(0));
+        for payload in [
+            json!(42),
+            json!("text"),
+            json!([1, 2]),
+            json!({}),
+            json!(null),
+        ] {
+            let ran = ran.clone();
+            let result = ev.submit(conn, &payload, move |_, _| ran.set(ran.get() + 1));
+            assert!(
+                matches!(result, Err(Error::Encode(_))),
+                "{payload}: {result:?}"
+            );
+        }
+        // An empty batch is refused the same way.
+        let runs = BatchRuns::default();
+        let empty: Vec<Request<'static, Value>> = Vec::new();
+        let result = ev.submit_batch(conn, empty, CallOptions::default(), runs.callback());
+        assert!(matches!(result, Err(Error::Encode(_))), "{result:?}");
+        // From another thread, the refusal is the call's one result.
+        let handle = ev.handle();
+        let other = std::thread::spawn(move || format!("{:?}", handle.call(conn, 7).wait()));
+        turn_until(&mut ev, |_| other.is_finished());
+        let refused = other.join().unwrap();
+        assert!(refused.starts_with("Err(Encode("), "{refused}");
+        assert_eq!(ev.stats(conn).unwrap().requests_sent, 0);
+        assert_eq!(ev.pending_calls(), 0);
+        // Nothing was sent: the first thing the server sees is the next, valid call.
+        assert_call_still_works(&mut ev, conn);
+        settle(&mut ev);
+        assert_eq!(seen.methods(), ["echo"]);
+        assert_eq!(
+            (ran.get(), runs.runs()),
+            (0, 0),
+            "refused callbacks never run"
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.requests_sent, stats.answers), (1, 1));
         close_and_wait(&mut ev, conn);
         server.join();
         assert_serves_another_connection(&mut ev);
