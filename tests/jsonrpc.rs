@@ -12,8 +12,8 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rpcloop::{
-    CallOptions, ConnId, ConnState, ConnectionConfig, Context, Error, EventLoop, JsonRpc2, Request,
-    Response, UnmatchedReason,
+    CallOptions, ConnId, ConnState, ConnectionConfig, Context, DisconnectReason, Error, EventLoop,
+    JsonRpc2, Request, Response, SubscriptionEvent, SubscriptionId, UnmatchedReason,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -845,6 +845,336 @@ fn a_payload_that_is_not_a_request_object_fails_with_encode_at_once_and_sends_no
         );
         let stats = ev.stats(conn).unwrap();
         assert_eq!((stats.requests_sent, stats.answers), (1, 1));
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriptions on the loop's thread
+// ---------------------------------------------------------------------------------------------
+
+/// A subscription event, simplified for comparison.
+#[derive(Debug, Clone, PartialEq)]
+enum Got {
+    Item(u64),
+    Interrupted(DisconnectReason),
+    Resubscribed,
+    /// The error's `Debug` text.
+    Ended(String),
+}
+
+fn got(event: SubscriptionEvent) -> Got {
+    match event {
+        SubscriptionEvent::Item(n) => Got::Item(
+            n.item::<u64>()
+                .unwrap_or_else(|e| panic!("item {}: {e}", n.item_text())),
+        ),
+        SubscriptionEvent::Interrupted(reason) => Got::Interrupted(reason),
+        SubscriptionEvent::Resubscribed => Got::Resubscribed,
+        SubscriptionEvent::Ended(e) => Got::Ended(format!("{e:?}")),
+        other => panic!("an event this test does not know: {other:?}"),
+    }
+}
+
+/// Every event one subscription's handler received, in order.
+#[derive(Clone, Default)]
+struct Events(Rc<RefCell<Vec<Got>>>);
+
+impl Events {
+    fn handler(&self) -> impl FnMut(&mut Context, SubscriptionEvent) + 'static {
+        let log = self.0.clone();
+        move |_, event| log.borrow_mut().push(got(event))
+    }
+
+    fn all(&self) -> Vec<Got> {
+        self.0.borrow().clone()
+    }
+
+    fn items(&self) -> Vec<u64> {
+        self.0
+            .borrow()
+            .iter()
+            .filter_map(|e| match e {
+                Got::Item(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ends(&self) -> usize {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|e| matches!(e, Got::Ended(_)))
+            .count()
+    }
+
+    /// Panics unless exactly one `Ended` came, last; returns its error's `Debug` text.
+    fn ended_once(&self) -> String {
+        let events = self.0.borrow();
+        assert_eq!(self.ends(), 1, "one Ended, last: {events:?}");
+        match events.last() {
+            Some(Got::Ended(e)) => e.clone(),
+            _ => panic!("Ended is not last: {events:?}"),
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_items_arrive_in_order_then_unsubscribe_ends_once_and_tells_the_server() {
+    bounded(|| {
+        const ITEMS: u64 = 10_000;
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let events = Events::default();
+        let keys = Rc::new(RefCell::new(std::collections::BTreeSet::new()));
+        let on_event = {
+            let mut record = events.handler();
+            let keys = keys.clone();
+            move |ctx: &mut Context, event: SubscriptionEvent| {
+                if let SubscriptionEvent::Item(n) = &event {
+                    assert_eq!(n.method(), ITEM_METHOD);
+                    keys.borrow_mut()
+                        .insert(n.subscription_key().unwrap().to_owned());
+                }
+                record(ctx, event);
+            }
+        };
+        let sub = ev
+            .subscribe(
+                conn,
+                "subscribe",
+                json!({"items": ITEMS}),
+                "unsubscribe",
+                on_event,
+            )
+            .unwrap();
+        turn_until(&mut ev, |_| events.items().len() as u64 == ITEMS);
+        assert_eq!(events.items(), (0..ITEMS).collect::<Vec<_>>());
+        assert_eq!(events.ends(), 0);
+        assert_eq!(*keys.borrow(), [r#""s-0""#.to_owned()].into());
+
+        assert!(ev.unsubscribe(sub));
+        assert!(!ev.unsubscribe(sub), "a second unsubscribe does nothing");
+        turn_until(&mut ev, |ev| {
+            events.ends() == 1 && ev.stats(conn).unwrap().answers == 2
+        });
+        settle(&mut ev);
+        assert_eq!(events.ended_once(), "Cancelled");
+        assert_eq!(events.all().len() as u64, ITEMS + 1);
+        // The server was asked to unsubscribe with [key].
+        let unsubscribes = seen.of("unsubscribe");
+        assert_eq!(unsubscribes.len(), 1);
+        assert_eq!(unsubscribes[0].params, json!(["s-0"]));
+        assert_eq!(seen.methods(), ["subscribe", "unsubscribe"]);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(stats.notifications, ITEMS);
+        assert_eq!(stats.answers, 2);
+        assert_eq!((stats.unknown_subscription, stats.unmatched()), (0, 0));
+        assert!(!ev.has_pending());
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn items_in_flight_after_unsubscribe_are_counted_not_delivered() {
+    bounded(|| {
+        const ITEMS: u64 = 1_000;
+        const KEEP: usize = 10;
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let streamed = flag_on(&mut ev, conn, "streamed");
+        let pushes = Pushes::record(&mut ev, conn);
+        let events = Events::default();
+        let me: Rc<Cell<Option<SubscriptionId>>> = Rc::default();
+        let on_event = {
+            let mut record = events.handler();
+            let events = events.clone();
+            let me = me.clone();
+            move |ctx: &mut Context, event: SubscriptionEvent| {
+                let item = matches!(event, SubscriptionEvent::Item(_));
+                record(ctx, event);
+                // Unsubscribes from its own handler, with ~990 items still on their way.
+                if item && events.items().len() == KEEP {
+                    assert!(ctx.unsubscribe(me.get().unwrap()));
+                }
+            }
+        };
+        let params = json!({"items": ITEMS, "then": "streamed"});
+        let sub = ev
+            .subscribe(conn, "subscribe", params, "unsubscribe", on_event)
+            .unwrap();
+        me.set(Some(sub));
+        turn_until(&mut ev, |ev| {
+            streamed.get() == 1 && events.ends() == 1 && ev.stats(conn).unwrap().answers == 2
+        });
+        settle(&mut ev);
+        assert_eq!(events.items(), (0..KEEP as u64).collect::<Vec<_>>());
+        assert_eq!(events.ended_once(), "Cancelled");
+        assert_eq!(seen.of("unsubscribe")[0].params, json!(["s-0"]));
+        let late = ITEMS - KEEP as u64;
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(stats.unknown_subscription, late);
+        assert_eq!(stats.no_id, late, "late items are pushes too");
+        assert_eq!(pushes.len() as u64, late);
+        assert!(
+            pushes
+                .all()
+                .iter()
+                .all(|(r, _)| *r == UnmatchedReason::NoId)
+        );
+        assert_eq!(
+            stats.notifications,
+            KEEP as u64 + 1,
+            "the items kept, and 'streamed'"
+        );
+        assert_eq!((stats.malformed, stats.unknown_id), (0, 0));
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        assert_call_still_works(&mut ev, conn);
+        assert!(!ev.unsubscribe(sub));
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn unsubscribing_while_the_subscribe_call_is_in_flight_still_unsubscribes_on_the_server() {
+    bounded(|| {
+        let (tx, mut seen) = Seen::new();
+        let (answer_tx, answer_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |ws| {
+            let mut methods = Methods::new("s");
+            // A slow server: the subscribe answer waits until the client is told it ended.
+            let subscribe = Methods::take_one(ws, &tx).unwrap();
+            answer_rx.recv().unwrap();
+            methods.serve_one(ws, subscribe);
+            methods.serve(ws, &tx);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let streamed = flag_on(&mut ev, conn, "streamed");
+        let events = Events::default();
+        let params = json!({"items": 5, "then": "streamed"});
+        let sub = ev
+            .subscribe(conn, "subscribe", params, "unsubscribe", events.handler())
+            .unwrap();
+        // Before the subscribe call has even left.
+        assert!(ev.unsubscribe(sub));
+        turn_until(&mut ev, |_| events.ends() == 1);
+        answer_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| streamed.get() == 1);
+        // Anything the loop sent on the subscribe answer reached the server before this call.
+        assert_call_still_works(&mut ev, conn);
+        settle(&mut ev);
+        assert_eq!(events.all(), [Got::Ended("Cancelled".to_owned())]);
+        // As documented: "the server is sent the unsubscribe call ... when the subscribe
+        // answer arrives, if it is still in flight".
+        assert_eq!(seen.methods(), ["subscribe", "unsubscribe", "echo"]);
+        assert_eq!(seen.of("unsubscribe")[0].params, json!(["s-0"]));
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            stats.unknown_subscription, 5,
+            "its items came after its end"
+        );
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_notification_for_an_unknown_subscription_is_counted_and_not_fatal() {
+    bounded(|| {
+        let (tx, _seen) = Seen::new();
+        let server = Server::start(move |ws| {
+            let subscribe = read_call(ws).unwrap();
+            reply(ws, &subscribe, &json!("s-0"));
+            send_item(ws, ITEM_METHOD, &json!("other"), &json!(100));
+            send_item(ws, ITEM_METHOD, &json!("s-0"), &json!(1));
+            send_item(ws, ITEM_METHOD, &json!(12345), &json!(101));
+            send_item(ws, ITEM_METHOD, &json!("s-0"), &json!(2));
+            ws.flush().unwrap();
+            dispatch(ws, "x", &tx);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let pushes = Pushes::record(&mut ev, conn);
+        let events = Events::default();
+        let sub = ev
+            .subscribe(
+                conn,
+                "subscribe",
+                json!({}),
+                "unsubscribe",
+                events.handler(),
+            )
+            .unwrap();
+        turn_until(&mut ev, |_| events.items().len() == 2 && pushes.len() == 2);
+        settle(&mut ev);
+        assert_eq!(events.all(), [Got::Item(1), Got::Item(2)]);
+        assert_eq!(
+            pushes.all(),
+            [
+                (
+                    UnmatchedReason::NoId,
+                    item_frame(ITEM_METHOD, &json!("other"), &json!(100))
+                ),
+                (
+                    UnmatchedReason::NoId,
+                    item_frame(ITEM_METHOD, &json!(12345), &json!(101))
+                ),
+            ]
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (stats.unknown_subscription, stats.no_id, stats.notifications),
+            (2, 2, 2)
+        );
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        assert_call_still_works(&mut ev, conn);
+        assert!(ev.unsubscribe(sub));
+        turn_until(&mut ev, |_| events.ends() == 1);
+        assert_eq!(events.ended_once(), "Cancelled");
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_subscribe_answered_with_an_error_ends_once_with_remote() {
+    bounded(|| {
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let events = Events::default();
+        // `fail` answers with an error object: the subscription never starts.
+        let sub = ev
+            .subscribe(
+                conn,
+                "fail",
+                json!({"x": 1}),
+                "unsubscribe",
+                events.handler(),
+            )
+            .unwrap();
+        turn_until(&mut ev, |_| events.ends() == 1);
+        settle(&mut ev);
+        assert_eq!(
+            events.all(),
+            [Got::Ended(remote(-32000, "failed", Some(r#"{"x":1}"#)))]
+        );
+        assert!(!ev.unsubscribe(sub), "already over");
+        // Everything sent before this call reached the server before it: no unsubscribe.
+        assert_call_still_works(&mut ev, conn);
+        assert_eq!(seen.methods(), ["fail", "echo"]);
+        settle(&mut ev);
+        assert_eq!(events.ends(), 1);
         close_and_wait(&mut ev, conn);
         server.join();
         assert_serves_another_connection(&mut ev);
