@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use rpcloop::{
     CallOptions, ConnId, ConnState, ConnectionConfig, Context, DisconnectReason, Error, EventLoop,
-    JsonRpc2, Request, Response, SubscriptionEvent, SubscriptionId, UnmatchedReason,
+    JsonRpc2, ReconnectPolicy, Request, Response, SubscribeOptions, SubscriptionEvent,
+    SubscriptionId, UnmatchedReason,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -1175,6 +1176,353 @@ fn a_subscribe_answered_with_an_error_ends_once_with_remote() {
         assert_eq!(seen.methods(), ["fail", "echo"]);
         settle(&mut ev);
         assert_eq!(events.ends(), 1);
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriptions and a lost connection
+// ---------------------------------------------------------------------------------------------
+
+/// Reconnects quickly, and never resets its backoff during a test.
+fn quick_reconnect() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(16),
+        multiplier: 2.0,
+        jitter: 0.5,
+        max_attempts: None,
+        reset_after: Duration::from_secs(3600),
+    }
+}
+
+#[test]
+fn a_dropped_connection_ends_each_subscription_once_with_disconnected() {
+    bounded(|| {
+        let (drop_tx, drop_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |ws| {
+            let calls = read_calls(ws, 3);
+            // Subscriptions 0 and 1 start; 2's subscribe is never answered.
+            for (k, call) in calls.iter().take(2).enumerate() {
+                let key = json!(format!("k{k}"));
+                reply(ws, call, &key);
+                for i in 0..2 {
+                    send_item(ws, ITEM_METHOD, &key, &json!(i));
+                }
+            }
+            ws.flush().unwrap();
+            drop_rx.recv().unwrap(); // then the connection drops, without a close frame
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let events: Vec<Events> = (0..3).map(|_| Events::default()).collect();
+        let subs: Vec<SubscriptionId> = events
+            .iter()
+            .map(|e| {
+                ev.subscribe(conn, "subscribe", json!({}), "unsubscribe", e.handler())
+                    .unwrap()
+            })
+            .collect();
+        turn_until(&mut ev, |_| {
+            events[0].items().len() == 2 && events[1].items().len() == 2
+        });
+        drop_tx.send(()).unwrap();
+        server.join();
+        turn_until(&mut ev, |_| events.iter().all(|e| e.ends() > 0));
+        settle(&mut ev);
+        let lost = Got::Ended(format!(
+            "{:?}",
+            Error::Disconnected(DisconnectReason::Reset)
+        ));
+        for e in &events[..2] {
+            assert_eq!(e.all(), [Got::Item(0), Got::Item(1), lost.clone()]);
+        }
+        assert_eq!(events[2].all(), [lost], "ended while subscribing");
+        for sub in subs {
+            assert!(!ev.unsubscribe(sub));
+        }
+        assert_eq!(
+            ev.state(conn),
+            Some(ConnState::Disconnected(DisconnectReason::Reset))
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.notifications, stats.unmatched()), (4, 0));
+        assert!(!ev.has_pending());
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn items_read_just_before_the_connection_drops_are_still_delivered() {
+    bounded(|| {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let server = Server::start(move |ws| {
+            let call = read_call(ws).unwrap();
+            reply(ws, &call, &json!("k"));
+            ws.flush().unwrap();
+            go_rx.recv().unwrap();
+            for i in 0..3 {
+                send_item(ws, ITEM_METHOD, &json!("k"), &json!(i));
+            }
+            ws.flush().unwrap();
+            // ... and the connection drops, without a close frame.
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let events = Events::default();
+        ev.subscribe(
+            conn,
+            "subscribe",
+            json!({}),
+            "unsubscribe",
+            events.handler(),
+        )
+        .unwrap();
+        turn_until(&mut ev, |ev| ev.stats(conn).unwrap().answers == 1);
+        // Subscribed. The loop does not turn while the server sends three items and leaves:
+        // the next read finds the items, then the end of the stream.
+        go_tx.send(()).unwrap();
+        server.join();
+        turn_until(&mut ev, |_| events.ends() > 0);
+        settle(&mut ev);
+        let stats = ev.stats(conn).unwrap();
+        // The items arrived while the subscription was live: they are its items.
+        assert_eq!(
+            events.all(),
+            [
+                Got::Item(0),
+                Got::Item(1),
+                Got::Item(2),
+                Got::Ended(format!(
+                    "{:?}",
+                    Error::Disconnected(DisconnectReason::Reset)
+                ))
+            ],
+            "stats after the drop: {stats:?}"
+        );
+        assert_eq!((stats.notifications, stats.unknown_subscription), (3, 0));
+        assert!(!ev.has_pending());
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+/// The script of a server that goes down and comes back: on the first connection it answers
+/// the subscribe calls of "A" (resubscribe) and "B" (not), sends three items to each and drops
+/// once told; on the second it answers A's subscribe again (new key), then streams 100..103,
+/// either right behind the answer (`items_with_answer`) or once told.
+fn flapping_subscription_server(
+    items_with_answer: bool,
+) -> (Server, mpsc::Sender<()>, mpsc::Receiver<Call>) {
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let server = Server::start_many(2, move |ws, n| {
+        if n == 0 {
+            for call in read_calls(ws, 2) {
+                let key = json!(format!("{}-first", call.params["name"].as_str().unwrap()));
+                reply(ws, &call, &key);
+                for i in 0..3 {
+                    send_item(ws, ITEM_METHOD, &key, &json!(i));
+                }
+                seen_tx.send(call).unwrap();
+            }
+            ws.flush().unwrap();
+            go_rx.recv().unwrap();
+            return; // dropped
+        }
+        let call = read_call(ws).unwrap();
+        let key = json!(format!("{}-second", call.params["name"].as_str().unwrap()));
+        reply(ws, &call, &key);
+        seen_tx.send(call).unwrap();
+        if !items_with_answer {
+            ws.flush().unwrap();
+            go_rx.recv().unwrap();
+        }
+        for i in 100..103 {
+            send_item(ws, ITEM_METHOD, &key, &json!(i));
+        }
+        ws.flush().unwrap();
+        dispatch(ws, "unused", &seen_tx);
+    });
+    (server, go_tx, seen_rx)
+}
+
+/// Subscribes "A" (resubscribe) and "B" (not) on a reconnecting JSON-RPC connection.
+fn subscribe_a_and_b(server: &Server) -> (EventLoop, ConnId, [(SubscriptionId, Events); 2]) {
+    let config = ConnectionConfig {
+        reconnect: Some(quick_reconnect()),
+        ..rpc_config(JsonRpc2::default())
+    };
+    let (mut ev, conn) = connected(server, config);
+    let subs = [("A", true), ("B", false)].map(|(name, resubscribe)| {
+        let events = Events::default();
+        let options = SubscribeOptions {
+            resubscribe,
+            ..SubscribeOptions::default()
+        };
+        let sub = ev
+            .subscribe_with(
+                conn,
+                "subscribe",
+                json!({"name": name}),
+                "unsubscribe",
+                options,
+                events.handler(),
+            )
+            .unwrap();
+        (sub, events)
+    });
+    (ev, conn, subs)
+}
+
+#[test]
+fn with_resubscribe_a_lost_subscription_is_interrupted_resubscribed_and_resumes() {
+    bounded(|| {
+        let (server, go, seen) = flapping_subscription_server(false);
+        let (mut ev, conn, [(a, a_events), (_b, b_events)]) = subscribe_a_and_b(&server);
+        turn_until(&mut ev, |_| {
+            a_events.items().len() == 3 && b_events.items().len() == 3
+        });
+        go.send(()).unwrap(); // the server drops the connection
+        turn_until(&mut ev, |_| a_events.all().contains(&Got::Resubscribed));
+        go.send(()).unwrap(); // the items of the new subscription
+        turn_until(&mut ev, |_| a_events.items().len() == 6);
+        settle(&mut ev);
+        assert_eq!(
+            a_events.all(),
+            [
+                Got::Item(0),
+                Got::Item(1),
+                Got::Item(2),
+                Got::Interrupted(DisconnectReason::Reset),
+                Got::Resubscribed,
+                Got::Item(100),
+                Got::Item(101),
+                Got::Item(102),
+            ]
+        );
+        // Without resubscribe, the loss is the end.
+        assert_eq!(
+            b_events.all(),
+            [
+                Got::Item(0),
+                Got::Item(1),
+                Got::Item(2),
+                Got::Ended(format!(
+                    "{:?}",
+                    Error::Disconnected(DisconnectReason::Reset)
+                )),
+            ]
+        );
+        // The second connection saw A's subscribe again (same params), and only that.
+        let calls: Vec<Call> = seen.try_iter().collect();
+        let names: Vec<_> = calls
+            .iter()
+            .map(|c| (c.method.as_str(), c.params["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [("subscribe", "A"), ("subscribe", "B"), ("subscribe", "A")]
+        );
+        // Unsubscribing names the new key.
+        assert!(ev.unsubscribe(a));
+        let mut unsubscribe = None;
+        turn_until(&mut ev, |_| {
+            unsubscribe = unsubscribe
+                .take()
+                .or_else(|| seen.try_iter().find(|c| c.method == "unsubscribe"));
+            unsubscribe.is_some() && a_events.ends() == 1
+        });
+        assert_eq!(unsubscribe.unwrap().params, json!(["A-second"]));
+        settle(&mut ev);
+        assert_eq!(a_events.ended_once(), "Cancelled");
+        assert_eq!(b_events.ends(), 1);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(stats.reconnects, 1);
+        assert_eq!((stats.notifications, stats.unknown_subscription), (9, 0));
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn items_sent_right_behind_the_resubscribe_answer_come_after_resubscribed() {
+    bounded(|| {
+        let (server, go, _seen) = flapping_subscription_server(true);
+        let (mut ev, conn, [(a, a_events), _]) = subscribe_a_and_b(&server);
+        turn_until(&mut ev, |_| a_events.items().len() == 3);
+        go.send(()).unwrap(); // the server drops the connection
+        turn_until(&mut ev, |_| {
+            a_events.items().len() == 6 && a_events.all().contains(&Got::Resubscribed)
+        });
+        settle(&mut ev);
+        // As documented: Interrupted, then Resubscribed, then the items resume.
+        assert_eq!(
+            a_events.all()[3..],
+            [
+                Got::Interrupted(DisconnectReason::Reset),
+                Got::Resubscribed,
+                Got::Item(100),
+                Got::Item(101),
+                Got::Item(102),
+            ]
+        );
+        assert!(ev.unsubscribe(a));
+        turn_until(&mut ev, |_| a_events.ends() == 1);
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_subscription_made_before_the_first_connect_succeeds_is_subscribed_once() {
+    bounded(|| {
+        // A port nobody listens on yet: the first attempts are refused.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let config = ConnectionConfig {
+            reconnect: Some(quick_reconnect()),
+            ..rpc_config(JsonRpc2::default())
+        };
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev.connect(&format!("ws://{addr}/"), config).unwrap();
+        let events = Events::default();
+        let options = SubscribeOptions {
+            resubscribe: true,
+            ..SubscribeOptions::default()
+        };
+        let params = json!({"items": 3, "then": "streamed"});
+        let sub = ev
+            .subscribe_with(
+                conn,
+                "subscribe",
+                params,
+                "unsubscribe",
+                options,
+                events.handler(),
+            )
+            .unwrap();
+        let streamed = flag_on(&mut ev, conn, "streamed");
+        // The refused attempt was handled: the subscription was told (it is waiting).
+        turn_until(&mut ev, |_| !events.all().is_empty());
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start_at(addr, move |ws| dispatch(ws, "s", &tx));
+        turn_until(&mut ev, |_| {
+            streamed.get() >= 1 && events.items().len() == 3
+        });
+        assert_call_still_works(&mut ev, conn);
+        settle(&mut ev);
+        // One subscribe call reached the server, and one server-side subscription exists.
+        assert_eq!(seen.methods(), ["subscribe", "echo"], "{:?}", events.all());
+        assert_eq!(events.items(), [0, 1, 2]);
+        assert_eq!(ev.stats(conn).unwrap().unknown_subscription, 0);
+        assert!(ev.unsubscribe(sub));
+        turn_until(&mut ev, |_| events.ends() == 1);
+        assert_eq!(events.ended_once(), "Cancelled");
         close_and_wait(&mut ev, conn);
         server.join();
         assert_serves_another_connection(&mut ev);
