@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rpcloop::{
     CallOptions, ConnId, ConnState, ConnectionConfig, Context, DisconnectReason, Error, EventLoop,
-    JsonRpc2, ReconnectPolicy, Request, Response, SubscribeOptions, SubscriptionEvent,
-    SubscriptionId, UnmatchedReason,
+    JsonRpc2, Overflow, QueueOptions, ReconnectPolicy, Request, Response, SubscribeOptions,
+    SubscriptionEvent, SubscriptionId, UnmatchedReason,
 };
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -1523,6 +1523,208 @@ fn a_subscription_made_before_the_first_connect_succeeds_is_subscribed_once() {
         assert!(ev.unsubscribe(sub));
         turn_until(&mut ev, |_| events.ends() == 1);
         assert_eq!(events.ended_once(), "Cancelled");
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriptions from another thread
+// ---------------------------------------------------------------------------------------------
+
+/// What a consumer thread drained from its `Subscription`.
+#[derive(Debug)]
+struct Drained {
+    events: Vec<Got>,
+    dropped: u64,
+    /// What `next` returned after `Ended`.
+    after_end: Option<Got>,
+}
+
+/// Drains `sub` until it is over: `next` blocks (the loop's thread keeps turning).
+fn drain(sub: &rpcloop::Subscription, unsubscribe_when_empty: bool) -> Drained {
+    let mut events = Vec::new();
+    loop {
+        let event = if unsubscribe_when_empty {
+            match sub.next_timeout(Duration::ZERO) {
+                Ok(event) => event,
+                Err(Error::Timeout) => {
+                    // Nothing queued any more: what was queued is all there is.
+                    sub.unsubscribe();
+                    sub.next()
+                }
+                Err(e) => panic!("{e}"),
+            }
+        } else {
+            sub.next()
+        };
+        let event = got(event.expect("Ended comes before the end"));
+        let last = matches!(event, Got::Ended(_));
+        events.push(event);
+        if last {
+            break;
+        }
+    }
+    Drained {
+        events,
+        dropped: sub.dropped(),
+        after_end: sub.next().map(got),
+    }
+}
+
+#[test]
+fn a_slow_consumer_with_drop_oldest_loses_the_oldest_items_and_the_loop_never_stalls() {
+    bounded(|| {
+        const ITEMS: u64 = 100;
+        const CAPACITY: usize = 4;
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let streamed = flag_on(&mut ev, conn, "streamed");
+        let handle = ev.handle();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let consumer = std::thread::spawn(move || {
+            let options = QueueOptions {
+                capacity: CAPACITY,
+                overflow: Overflow::DropOldest,
+                ..QueueOptions::default()
+            };
+            let params = json!({"items": ITEMS, "then": "streamed"});
+            let sub = handle.subscribe(conn, "subscribe", params, "unsubscribe", options);
+            go_rx.recv().unwrap(); // not reading until told
+            drain(&sub, true)
+        });
+        // Every item went through the loop (the queue overflowed 96 times) ...
+        turn_until(&mut ev, |_| streamed.get() == 1);
+        // ... and the loop still serves calls while the consumer sleeps.
+        assert_call_still_works(&mut ev, conn);
+        go_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| consumer.is_finished());
+        let drained = consumer.join().unwrap();
+        let mut expected: Vec<Got> = (ITEMS - CAPACITY as u64..ITEMS).map(Got::Item).collect();
+        expected.push(Got::Ended("Cancelled".to_owned()));
+        assert_eq!(drained.events, expected, "the newest items are kept");
+        assert_eq!(drained.dropped, ITEMS - CAPACITY as u64);
+        assert_eq!(drained.after_end, None);
+        turn_until(&mut ev, |ev| ev.stats(conn).unwrap().answers == 3);
+        assert_eq!(seen.of("unsubscribe")[0].params, json!(["s-0"]));
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(stats.notifications, ITEMS + 1);
+        assert_eq!((stats.unknown_subscription, stats.unmatched()), (0, 0));
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn a_slow_consumer_with_overflow_end_is_ended_too_slow_and_the_server_unsubscribed() {
+    bounded(|| {
+        const ITEMS: u64 = 100;
+        const CAPACITY: usize = 4;
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| dispatch(ws, "s", &tx));
+        let (mut ev, conn) = rpc_connected(&server);
+        let streamed = flag_on(&mut ev, conn, "streamed");
+        let handle = ev.handle();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let consumer = std::thread::spawn(move || {
+            let options = QueueOptions {
+                capacity: CAPACITY,
+                overflow: Overflow::End,
+                ..QueueOptions::default()
+            };
+            let params = json!({"items": ITEMS, "then": "streamed"});
+            let sub = handle.subscribe(conn, "subscribe", params, "unsubscribe", options);
+            go_rx.recv().unwrap();
+            drain(&sub, false)
+        });
+        turn_until(&mut ev, |_| {
+            streamed.get() == 1 && !seen.of("unsubscribe").is_empty()
+        });
+        assert_eq!(seen.of("unsubscribe")[0].params, json!(["s-0"]));
+        assert_call_still_works(&mut ev, conn);
+        go_tx.send(()).unwrap();
+        turn_until(&mut ev, |_| consumer.is_finished());
+        let drained = consumer.join().unwrap();
+        let mut expected: Vec<Got> = (0..CAPACITY as u64).map(Got::Item).collect();
+        expected.push(Got::Ended(format!(
+            "{:?}",
+            Error::SubscriberTooSlow { capacity: CAPACITY }
+        )));
+        assert_eq!(drained.events, expected);
+        assert_eq!(drained.dropped, 1, "the item that did not fit");
+        assert_eq!(drained.after_end, None);
+        let stats = ev.stats(conn).unwrap();
+        // The first CAPACITY + 1 items reached the subscription; the rest came after its end.
+        let late = ITEMS - CAPACITY as u64 - 1;
+        assert_eq!(stats.notifications, CAPACITY as u64 + 1 + 1);
+        assert_eq!((stats.unknown_subscription, stats.no_id), (late, late));
+        assert_eq!(seen.of("unsubscribe").len(), 1);
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn next_timeout_times_out_when_nothing_comes_and_recv_works_under_pollster() {
+    bounded(|| {
+        let (emit_tx, emit_rx) = mpsc::channel::<()>();
+        let (tx, mut seen) = Seen::new();
+        let server = Server::start(move |ws| {
+            let call = read_call(ws).unwrap();
+            reply(ws, &call, &json!("s-0"));
+            ws.flush().unwrap();
+            emit_rx.recv().unwrap(); // items only once the consumer has waited in vain
+            for i in 0..3 {
+                send_item(ws, ITEM_METHOD, &json!("s-0"), &json!(i));
+            }
+            ws.flush().unwrap();
+            dispatch(ws, "unused", &tx);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let handle = ev.handle();
+        let consumer = std::thread::spawn(move || {
+            let sub = handle.subscribe(
+                conn,
+                "subscribe",
+                json!({}),
+                "unsubscribe",
+                QueueOptions::default(),
+            );
+            let waited = sub
+                .next_timeout(Duration::from_millis(50))
+                .map(|e| e.map(got));
+            emit_tx.send(()).unwrap();
+            let mut events = Vec::new();
+            pollster::block_on(async {
+                for _ in 0..3 {
+                    events.push(got(sub.recv().await.expect("an item")));
+                }
+                sub.unsubscribe();
+                events.push(got(sub.recv().await.expect("the end")));
+                assert!(sub.recv().await.is_none(), "nothing after the end");
+            });
+            let after = sub.next_timeout(Duration::from_millis(1));
+            (format!("{waited:?}"), events, format!("{after:?}"))
+        });
+        turn_until(&mut ev, |_| consumer.is_finished());
+        let (waited, events, after) = consumer.join().unwrap();
+        assert_eq!(waited, "Err(Timeout)");
+        assert_eq!(
+            events,
+            [
+                Got::Item(0),
+                Got::Item(1),
+                Got::Item(2),
+                Got::Ended("Cancelled".to_owned())
+            ]
+        );
+        assert_eq!(after, "Ok(None)", "over: next_timeout says so at once");
+        turn_until(&mut ev, |_| !seen.of("unsubscribe").is_empty());
+        assert_eq!(seen.of("unsubscribe")[0].params, json!(["s-0"]));
         close_and_wait(&mut ev, conn);
         server.join();
         assert_serves_another_connection(&mut ev);
