@@ -6,6 +6,7 @@
 //! has a read timeout, so a script waiting for a client that never comes ends by itself.
 #![allow(dead_code)]
 
+pub mod jsonrpc;
 pub mod memory;
 pub mod raw;
 
