@@ -1507,8 +1507,12 @@ fn a_subscription_made_before_the_first_connect_succeeds_is_subscribed_once() {
             )
             .unwrap();
         let streamed = flag_on(&mut ev, conn, "streamed");
-        // The refused attempt was handled: the subscription was told (it is waiting).
-        turn_until(&mut ev, |_| !events.all().is_empty());
+        // A refused attempt: the subscribe call never left, so nothing was interrupted; it
+        // waits in the queue for the connection like any call not yet written.
+        turn_until(&mut ev, |ev| {
+            ev.state(conn) == Some(rpcloop::ConnState::Reconnecting)
+        });
+        assert!(events.all().is_empty(), "{:?}", events.all());
         let (tx, mut seen) = Seen::new();
         let server = Server::start_at(addr, move |ws| dispatch(ws, "s", &tx));
         turn_until(&mut ev, |_| {
