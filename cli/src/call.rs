@@ -102,7 +102,8 @@ pub fn run(args: CallArgs) -> ExitCode {
                         .report
                         .stderr(&format!("rpcloop: error: {why}"));
                     usage_error = Some(why);
-                    break;
+                    // Typed at a terminal, the session goes on; otherwise the input ended.
+                    continue;
                 }
             };
             let call = Call {

@@ -3,8 +3,12 @@
 //! Stdin is read on its own thread, one JSON text per line, and each line becomes a call as
 //! soon as it arrives (so typing at a terminal works like wscat); the event loop's thread only
 //! ever takes what is ready, never blocks on it. Messages are kept, for `--repeat`.
+//!
+//! A line that is not a JSON text is a usage error. From a pipe or a file it ends the input
+//! (nothing after it is sent); typed at a terminal it is only reported, and the session goes
+//! on (the exit status still says 2).
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, IsTerminal};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 
 use serde_json::value::RawValue;
@@ -15,7 +19,7 @@ const READ_AHEAD: usize = 1024;
 /// What the reading thread found on a line.
 enum Line {
     Json(Box<RawValue>),
-    /// Not a JSON text (or not text): the input stops there.
+    /// Not a JSON text (or not text).
     Bad(String),
 }
 
@@ -28,7 +32,8 @@ pub enum Next {
     Wait,
     /// No more messages.
     End,
-    /// The input is invalid here (a usage error): nothing more is sent.
+    /// The input is invalid here (a usage error); unless it is typed at a terminal, nothing
+    /// more is sent.
     Bad(String),
 }
 
@@ -41,6 +46,8 @@ pub struct Input {
     round: u64,
     pos: usize,
     stopped: bool,
+    /// A bad line does not end the input (it is typed at a terminal).
+    forgiving: bool,
 }
 
 impl Input {
@@ -53,11 +60,13 @@ impl Input {
             round: 0,
             pos: 0,
             stopped: false,
+            forgiving: false,
         }
     }
 
     /// One JSON text per line of stdin (blank lines skipped), read on a thread of its own.
     pub fn from_stdin(repeat: u64) -> Self {
+        let forgiving = io::stdin().is_terminal();
         let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
         // Not joined: at the end of input it ends by itself; if the command ends first (a
         // usage error), process exit takes it down in its blocking read.
@@ -71,14 +80,15 @@ impl Input {
                     },
                     Err(e) => Line::Bad(format!("stdin line {}: {e}", n + 1)),
                 };
-                let bad = matches!(item, Line::Bad(_));
-                if tx.send(item).is_err() || bad {
+                let last = matches!(item, Line::Bad(_)) && !forgiving;
+                if tx.send(item).is_err() || last {
                     return;
                 }
             }
         });
         Input {
             live: Some(rx),
+            forgiving,
             ..Input::from_args(Vec::new(), repeat)
         }
     }
@@ -113,7 +123,7 @@ impl Input {
                     return Next::Message(self.messages.len() - 1);
                 }
                 Ok(Line::Bad(why)) => {
-                    self.stopped = true;
+                    self.stopped = !self.forgiving;
                     return Next::Bad(why);
                 }
                 Err(TryRecvError::Empty) => return Next::Wait,
@@ -196,6 +206,22 @@ mod tests {
         assert_eq!(input.next(), Next::Bad("stdin line 2: nope".into()));
         assert_eq!(input.next(), Next::End);
         assert!(!input.waiting());
+    }
+
+    #[test]
+    fn at_a_terminal_a_bad_line_is_only_reported() {
+        let (tx, rx) = mpsc::sync_channel(8);
+        let mut input = Input {
+            live: Some(rx),
+            forgiving: true,
+            ..Input::from_args(Vec::new(), 1)
+        };
+        tx.send(Line::Bad("stdin line 1: nope".into())).unwrap();
+        tx.send(Line::Json(raw("2"))).unwrap();
+        drop(tx);
+        assert_eq!(input.next(), Next::Bad("stdin line 1: nope".into()));
+        assert_eq!(input.next(), Next::Message(0));
+        assert_eq!(input.next(), Next::End);
     }
 
     #[test]

@@ -145,7 +145,8 @@ impl Reporter {
             return;
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
-        let template = "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} calls, {per_sec}";
+        let template =
+            "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} calls, {eta} left";
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
