@@ -73,7 +73,10 @@ pub fn run(args: CallArgs) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    let config = args.conn.config(args.codec);
+    let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
+    let mut config = args.conn.config(args.codec);
+    // The calls asked to be in flight at once are allowed in flight.
+    config.max_in_flight = config.max_in_flight.max(concurrency);
     let close_timeout = config.close_timeout;
     let conn = ev
         .connect(&args.url, config)
@@ -85,7 +88,6 @@ pub fn run(args: CallArgs) -> ExitCode {
     }
 
     let timeout = args.timeout.0;
-    let concurrency = usize::try_from(args.concurrency).unwrap_or(usize::MAX);
     let mut submitted: u64 = 0;
     let mut usage_error = None;
     let mut last_deadline: Option<Instant> = None;

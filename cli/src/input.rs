@@ -39,7 +39,11 @@ pub enum Next {
 
 /// The messages to send, in order, `repeat` times over.
 pub struct Input {
+    /// The messages so far; read from stdin with no `--repeat`, only the latest is kept, so a
+    /// long-running pipe does not grow memory.
     messages: Vec<Box<RawValue>>,
+    /// How many messages there are (read so far, from stdin).
+    count: u64,
     /// Stdin, while it is being read (the first round).
     live: Option<Receiver<Line>>,
     repeat: u64,
@@ -54,6 +58,7 @@ impl Input {
     /// Messages given on the command line.
     pub fn from_args(messages: Vec<Box<RawValue>>, repeat: u64) -> Self {
         Input {
+            count: u64::try_from(messages.len()).unwrap_or(u64::MAX),
             messages,
             live: None,
             repeat,
@@ -95,10 +100,9 @@ impl Input {
 
     /// How many calls in all, once known (stdin: at its end).
     pub fn total(&self) -> Option<u64> {
-        let len = u64::try_from(self.messages.len()).ok()?;
         self.live
             .is_none()
-            .then_some(len.saturating_mul(self.repeat))
+            .then_some(self.count.saturating_mul(self.repeat))
     }
 
     /// Whether the next message may come from stdin at any moment.
@@ -119,7 +123,11 @@ impl Input {
         if let Some(lines) = &self.live {
             match lines.try_recv() {
                 Ok(Line::Json(message)) => {
+                    if self.repeat == 1 {
+                        self.messages.clear();
+                    }
                     self.messages.push(message);
+                    self.count += 1;
                     return Next::Message(self.messages.len() - 1);
                 }
                 Ok(Line::Bad(why)) => {
@@ -191,6 +199,26 @@ mod tests {
         assert_eq!(input.next(), Next::Message(0));
         assert_eq!(input.total(), Some(2));
         assert_eq!(input.next(), Next::End);
+    }
+
+    #[test]
+    fn without_repeat_only_the_latest_line_is_kept() {
+        let (tx, rx) = mpsc::sync_channel(8);
+        let mut input = Input {
+            live: Some(rx),
+            ..Input::from_args(Vec::new(), 1)
+        };
+        for n in 0..3 {
+            tx.send(Line::Json(raw(&n.to_string()))).unwrap();
+            let Next::Message(at) = input.next() else {
+                panic!("a message")
+            };
+            assert_eq!(input.message(at).get(), n.to_string());
+        }
+        assert_eq!(input.messages.len(), 1);
+        drop(tx);
+        assert_eq!(input.next(), Next::End);
+        assert_eq!(input.total(), Some(3));
     }
 
     #[test]
