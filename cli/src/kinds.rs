@@ -22,6 +22,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Handshake(_) => "handshake",
         Error::Io(_) => "io",
         Error::Shutdown => "shutdown",
+        Error::SubscriberTooSlow { .. } => "subscriber_too_slow",
         Error::InvalidUrl(_) => "invalid_url",
         Error::UnknownConnection => "unknown_connection",
         Error::Encode(_) => "encode",
@@ -89,6 +90,10 @@ mod tests {
             (Error::Handshake("403".into()), "handshake"),
             (Error::Io(io::Error::other("x")), "io"),
             (Error::Shutdown, "shutdown"),
+            (
+                Error::SubscriberTooSlow { capacity: 8 },
+                "subscriber_too_slow",
+            ),
             (Error::InvalidUrl("x".into()), "invalid_url"),
             (Error::UnknownConnection, "unknown_connection"),
             (Error::Encode(json_error()), "encode"),
