@@ -1,0 +1,244 @@
+//! The command line, as clap reads it: the subcommands and their options.
+
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use rpcloop::{ConnectionConfig, Envelope, ReconnectPolicy};
+use serde_json::value::RawValue;
+
+use crate::parse::{self, CodecChoice, Dur, Every, Size};
+
+/// Call any WebSocket API from the shell
+///
+/// Every message is a call: stamped with an id, matched with its answer, timed out, and shown
+/// with its latency.
+#[derive(Debug, Parser)]
+#[command(name = "rpcloop", version, max_term_width = 100)]
+#[command(after_help = "\
+Examples:
+  rpcloop echo-server --port 9001 &
+  rpcloop call ws://127.0.0.1:9001/ '{\"op\":\"ping\"}' '[1,2,3]'
+  seq 5 | rpcloop call ws://127.0.0.1:9001/ --json
+  rpcloop call ws://127.0.0.1:9001/ '{\"n\":1}' --repeat 10000 --concurrency 64
+  rpcloop listen ws://127.0.0.1:9001/ --header 'Authorization: Bearer TOKEN'
+
+Exit status: 0 when every call succeeded, 1 when any failed (or the connection did), 2 for a
+usage error.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send each message as a call; print each answer with its latency
+    ///
+    /// Each message is one JSON text, sent as the call's payload over one connection (with the
+    /// envelope codec the request on the wire is {"id":N,"message":<payload>}). With no message
+    /// on the command line, one JSON text per line is read from stdin (blank lines are skipped)
+    /// and each becomes a call as soon as it is read. Every call ends by its deadline; after the
+    /// last one the connection is closed and a summary printed: calls, failures by kind,
+    /// frames that matched no call, and the p50/p99/max latency of the answers.
+    Call(CallArgs),
+    /// Print every message the server pushes
+    ///
+    /// Every frame that answers no call is printed, until the connection ends, --count frames
+    /// arrived or --duration passed. Exit status 0 when it stopped on --count or --duration or
+    /// the server closed the connection normally, 1 otherwise.
+    Listen(ListenArgs),
+    /// Run a WebSocket echo server
+    ///
+    /// Every text or binary message is sent back unchanged, so with the envelope codec every
+    /// call answers itself. It prints "echo server listening on ws://HOST:PORT/" and serves
+    /// until killed.
+    EchoServer(EchoArgs),
+}
+
+/// Options of `rpcloop call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The server's URL: ws://HOST[:PORT][/PATH].
+    #[arg(value_parser = parse::url)]
+    pub url: String,
+
+    /// JSON texts to send, one call each (none: read one per line from stdin).
+    #[arg(value_name = "MESSAGE", allow_negative_numbers = true, value_parser = parse::json_text)]
+    pub messages: Vec<Box<RawValue>>,
+
+    /// Wire format of requests and answers (envelope: {"id":N,"message":...}).
+    #[arg(long, value_name = "CODEC", default_value = "envelope", value_parser = parse::codec)]
+    pub codec: CodecChoice,
+
+    /// How long each call waits for its answer, from its submission.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(std::time::Duration::from_secs(10)), value_parser = parse::duration)]
+    pub timeout: Dur,
+
+    /// Calls in flight at once.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub concurrency: u32,
+
+    /// Send the messages this many times over (in order, each time).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeat: u64,
+
+    /// Never show a progress bar (one is shown on stderr for --repeat runs when it is a
+    /// terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Options of `rpcloop listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// The server's URL: ws://HOST[:PORT][/PATH].
+    #[arg(value_parser = parse::url)]
+    pub url: String,
+
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    pub duration: Option<Dur>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Options of `rpcloop echo-server`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Port to listen on (0 picks a free one; the URL is printed on startup).
+    #[arg(long, default_value_t = 9001)]
+    pub port: u16,
+
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+/// How results are printed.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// One JSON object per line on stdout, for programs: calls, unmatched frames, state
+    /// changes, and a summary last.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of the connection, shared by `call` and `listen`. Defaults are rpcloop's own.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnArgs {
+    /// Limit on the TCP connect and the WebSocket handshake together.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(defaults().connect_timeout), value_parser = parse::duration)]
+    pub connect_timeout: Dur,
+
+    /// After the last call, how long to wait for the server's close frame.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(defaults().close_timeout), value_parser = parse::duration)]
+    pub close_timeout: Dur,
+
+    /// Send a ping this often ("off" for none).
+    #[arg(long, value_name = "DURATION", default_value_t = Every(defaults().ping_interval), value_parser = parse::every)]
+    pub ping_interval: Every,
+
+    /// After a ping, how long the server has to send anything before it is taken for gone.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(defaults().pong_timeout), value_parser = parse::duration)]
+    pub pong_timeout: Dur,
+
+    /// Largest message either way (a larger request fails with too_large, unsent).
+    #[arg(long, value_name = "BYTES", default_value_t = Size(defaults().max_message_size), value_parser = parse::size)]
+    pub max_message_size: Size,
+
+    /// Bytes that may wait to be written; past it a call fails with busy, unsent.
+    #[arg(long, value_name = "BYTES", default_value_t = Size(defaults().max_write_buffer), value_parser = parse::size)]
+    pub max_write_buffer: Size,
+
+    /// Reconnect after the connection is lost (exponential backoff with jitter); calls not
+    /// yet written wait for the next connection within their deadlines.
+    #[arg(long)]
+    pub reconnect: bool,
+
+    /// An HTTP header for the opening handshake, as 'Name: value' (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse::header)]
+    pub headers: Vec<(String, String)>,
+}
+
+fn defaults() -> ConnectionConfig {
+    ConnectionConfig::default()
+}
+
+impl ConnArgs {
+    /// The library's connection settings these options stand for.
+    pub fn config(&self, codec: CodecChoice) -> ConnectionConfig {
+        let codec: Arc<dyn rpcloop::Codec> = match codec {
+            CodecChoice::Envelope => Arc::new(Envelope),
+        };
+        ConnectionConfig {
+            connect_timeout: self.connect_timeout.0,
+            close_timeout: self.close_timeout.0,
+            ping_interval: self.ping_interval.0,
+            pong_timeout: self.pong_timeout.0,
+            max_message_size: self.max_message_size.0,
+            max_write_buffer: self.max_write_buffer.0,
+            reconnect: self.reconnect.then(ReconnectPolicy::default),
+            headers: self.headers.clone(),
+            codec,
+            ..ConnectionConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_become_the_connection_config() {
+        let cli = Cli::try_parse_from([
+            "rpcloop",
+            "call",
+            "ws://127.0.0.1:1/",
+            "1",
+            "--ping-interval",
+            "off",
+            "--max-message-size",
+            "1KiB",
+            "--reconnect",
+            "-H",
+            "X-Key: v",
+        ])
+        .unwrap();
+        let Command::Call(args) = cli.command else {
+            panic!("not a call")
+        };
+        let config = args.conn.config(args.codec);
+        assert_eq!(config.ping_interval, None);
+        assert_eq!(config.max_message_size, 1024);
+        assert_eq!(config.reconnect, Some(ReconnectPolicy::default()));
+        assert_eq!(config.headers, vec![("X-Key".into(), "v".into())]);
+        let library = ConnectionConfig::default();
+        assert_eq!(config.connect_timeout, library.connect_timeout);
+        assert_eq!(config.max_write_buffer, library.max_write_buffer);
+        assert_eq!(args.timeout, Dur(std::time::Duration::from_secs(10)));
+        assert_eq!((args.concurrency, args.repeat), (1, 1));
+    }
+}

@@ -1,0 +1,100 @@
+//! Bad command lines: exit status 2 and a message that says what to write instead.
+
+mod support;
+
+use support::*;
+
+/// Runs `rpcloop` with `args`, expecting a usage error whose message contains `says`.
+fn usage_error(args: &[&str], says: &str) {
+    let run = Run::of(&mut rpcloop(args)).expect_code(2);
+    assert!(
+        run.stderr.contains(says),
+        "`rpcloop {}`: stderr should say {says:?}:\n{}",
+        args.join(" "),
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_helpful_message() {
+    usage_error(&[], "Usage: rpcloop <COMMAND>");
+    usage_error(&["call"], "required arguments were not provided");
+    usage_error(&["frobnicate"], "unrecognized subcommand");
+    let url = "ws://127.0.0.1:9/";
+    usage_error(&["call", url, "--timeout", "5", "1"], "like 500ms, 2s");
+    usage_error(
+        &["call", url, "--timeout", "5 parsecs", "1"],
+        "unknown unit",
+    );
+    usage_error(&["call", url, "--timeout", "0s", "1"], "more than 0");
+    usage_error(&["call", url, "--concurrency", "0", "1"], "--concurrency");
+    usage_error(&["call", url, "--repeat", "-3", "1"], "--repeat");
+    usage_error(&["call", url, "--max-message-size", "lots", "1"], "16MiB");
+    usage_error(&["call", url, "-H", "no colon here", "1"], "'Name: value'");
+    usage_error(&["call", url, "{\"unclosed\": 1"], "not a JSON text");
+    usage_error(&["call", url, "1", "--unknown-flag"], "unexpected argument");
+    usage_error(&["call", "127.0.0.1:9", "1"], "expected a ws:// URL");
+    usage_error(
+        &["call", "http://127.0.0.1:9/", "1"],
+        "did you mean ws://127.0.0.1:9/",
+    );
+    usage_error(
+        &["call", "wss://127.0.0.1:9/", "1"],
+        "wss:// (WebSocket over TLS) is not supported yet",
+    );
+    usage_error(&["listen", url, "--count", "0"], "--count");
+    usage_error(&["echo-server", "--port", "99999"], "--port");
+}
+
+#[test]
+fn jsonrpc_is_not_available_yet() {
+    let url = "ws://127.0.0.1:9/";
+    usage_error(
+        &["call", url, "--codec", "jsonrpc", "1"],
+        "JSON-RPC 2.0 is not available yet",
+    );
+    usage_error(
+        &["call", url, "--codec", "xml", "1"],
+        "the codecs are: envelope",
+    );
+    usage_error(
+        &["listen", url, "--jsonrpc-subscribe", "m", "[]"],
+        "unexpected argument",
+    );
+}
+
+#[test]
+fn help_documents_every_command_and_option() {
+    let run = Run::of(&mut rpcloop(["--help"])).expect_code(0);
+    for word in ["call", "listen", "echo-server", "Exit status"] {
+        assert!(
+            run.stdout.contains(word),
+            "--help mentions {word}:\n{}",
+            run.stdout
+        );
+    }
+    let run = Run::of(&mut rpcloop(["call", "--help"])).expect_code(0);
+    for option in [
+        "--codec",
+        "--timeout",
+        "--concurrency",
+        "--repeat",
+        "--json",
+        "--connect-timeout",
+        "--close-timeout",
+        "--ping-interval",
+        "--pong-timeout",
+        "--max-message-size",
+        "--max-write-buffer",
+        "--reconnect",
+        "--header",
+    ] {
+        assert!(
+            run.stdout.contains(option),
+            "call --help lists {option}:\n{}",
+            run.stdout
+        );
+    }
+    Run::of(&mut rpcloop(["--version"])).expect_code(0);
+}
