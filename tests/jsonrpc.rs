@@ -1734,3 +1734,70 @@ fn next_timeout_times_out_when_nothing_comes_and_recv_works_under_pollster() {
         assert_serves_another_connection(&mut ev);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Notifications sent by the client
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn notify_sends_a_notification_without_id_in_order_with_calls() {
+    bounded(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Call>();
+        let server = Server::start(move |ws| {
+            // A notification, a call, a notification: in submit order; only the call answered.
+            for _ in 0..3 {
+                let Some(call) = read_call(ws) else { return };
+                if call.id.is_some() {
+                    reply(ws, &call, &json!("ok"));
+                    ws.flush().unwrap();
+                }
+                tx.send(call).unwrap();
+            }
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let outcomes = Outcomes::new(1);
+        ev.notify(conn, "log", json!({"text": "first"})).unwrap();
+        ev.submit(conn, req("echo", json!([1])), outcomes.callback(0))
+            .unwrap();
+        ev.notify(conn, "log", [2]).unwrap();
+        turn_until(&mut ev, |_| outcomes.all_completed());
+        let seen: Vec<Call> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(seen[0].id, None);
+        assert_eq!(seen[0].jsonrpc, json!("2.0"));
+        assert_eq!(
+            seen[0].text,
+            r#"{"jsonrpc":"2.0","method":"log","params":{"text":"first"}}"#
+        );
+        assert!(seen[1].id.is_some());
+        assert_eq!(
+            (seen[2].id.as_deref(), &seen[2].params),
+            (None, &json!([2]))
+        );
+        assert_eq!(outcomes.get(0), Ok(r#""ok""#.to_owned()));
+        assert_eq!(ev.stats(conn).unwrap().messages_sent, 2);
+        assert_eq!(
+            ev.pending_calls(),
+            0,
+            "a notification leaves nothing pending"
+        );
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn notify_on_an_envelope_connection_is_refused() {
+    bounded(|| {
+        let server = Server::start(drain_until_closed);
+        let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+        match ev.notify(conn, "log", [1]) {
+            Err(Error::Encode(e)) => assert!(e.to_string().contains("no notifications"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ev.stats(conn).unwrap().messages_sent, 0);
+        close_and_wait(&mut ev, conn);
+        server.join();
+    });
+}

@@ -8,7 +8,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use serde::Serialize;
+
 use crate::core::conn_id::ConnId;
+use crate::core::request::Request;
 use crate::driver::connection::{Queued, Socket, write_message};
 use crate::driver::context::Context;
 use crate::error::{DisconnectReason, Error};
@@ -188,6 +191,44 @@ impl Context {
                 Err(Error::Disconnected(reason))
             }
         }
+    }
+}
+
+impl Context {
+    /// Sends a notification: `method` with `params`, stamped by the connection's codec as a
+    /// message that expects no answer (JSON-RPC 2.0: `{"jsonrpc":"2.0","method":..,"params":..}`,
+    /// no `id`, nothing pending). It travels like [`send`](Self::send).
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
+    /// ev.notify(conn, "log", serde_json::json!({"level": "info", "text": "hello"}))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`Error::Encode`] if `params` do not serialize or the codec
+    /// has no notifications ([`Envelope`](crate::Envelope) has none).
+    pub fn notify<P: Serialize>(
+        &mut self,
+        conn: ConnId,
+        method: &str,
+        params: P,
+    ) -> Result<(), Error> {
+        let payload =
+            serde_json::to_string(&Request::new(method, params)).map_err(Error::Encode)?;
+        let codec = self
+            .conns
+            .get(conn.index())
+            .ok_or(Error::UnknownConnection)?
+            .config
+            .codec
+            .clone();
+        let mut frame = String::new();
+        codec
+            .encode_notification(&payload, &mut frame)
+            .map_err(|e| Error::Encode(serde::ser::Error::custom(e)))?;
+        self.send(conn, Message::Text(frame))
     }
 }
 
