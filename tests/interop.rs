@@ -1,5 +1,5 @@
 //! rpcloop against servers it did not write: Node's `ws` and Python's `websockets`
-//! (`tests/interop/`), speaking the envelope protocol on 127.0.0.1.
+//! (`tests/interop/`), speaking the envelope protocol and JSON-RPC 2.0 on 127.0.0.1.
 //!
 //! Every test runs against both servers (the `node` and `python` modules below), and is
 //! ignored by default since it needs their packages installed: `scripts/interop.sh` installs
@@ -21,8 +21,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rpcloop::{
-    CallOptions, ConnId, ConnState, ConnectionConfig, DisconnectReason, Error, EventLoop,
-    UnmatchedReason,
+    CallOptions, ConnId, ConnState, ConnectionConfig, DisconnectReason, Error, EventLoop, JsonRpc2,
+    Request, UnmatchedReason,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -444,6 +444,116 @@ fn the_jsonrpc_server_speaks_json_rpc_2_0(peer: Peer) {
     drop(server);
 }
 
+/// A loop connected (open) to `peer`'s JSON-RPC server, through rpcloop's `JsonRpc2` codec.
+fn connect_json_rpc(peer: Peer) -> (External, EventLoop, ConnId) {
+    let server = External::start(peer, "jsonrpc");
+    let mut ev = EventLoop::new().unwrap();
+    let config = ConnectionConfig {
+        codec: std::sync::Arc::new(JsonRpc2::default()),
+        ..ConnectionConfig::default()
+    };
+    let conn = ev.connect(&server.url(), config).unwrap();
+    turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
+    (server, ev, conn)
+}
+
+fn json_rpc_a_thousand_shuffled_calls(peer: Peer) {
+    const N: usize = 1_000;
+    let (server, mut ev, conn) = connect_json_rpc(peer);
+    let outcomes = Outcomes::new(N);
+    for i in 0..N {
+        let request = Request::new("shuffle", json!({"batch": 100, "n": i}));
+        ev.submit(conn, request, outcomes.callback(i)).unwrap();
+    }
+    turn_until(&mut ev, |_| outcomes.all_completed());
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    for i in 0..N {
+        let result = json_of(&outcomes.get(i).unwrap());
+        assert_eq!(result["n"], i, "{peer:?}: call {i} got {result}");
+    }
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!(
+        (stats.answers, stats.unmatched()),
+        (N as u64, 0),
+        "{peer:?}"
+    );
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
+fn json_rpc_errors_pushes_batches_and_notifications(peer: Peer) {
+    let (server, mut ev, conn) = connect_json_rpc(peer);
+    let pushes = Rc::new(RefCell::new(Vec::new()));
+    let log = pushes.clone();
+    ev.on_notification(conn, "push", move |_, n| {
+        log.borrow_mut().push(n.params::<Value>().unwrap())
+    })
+    .unwrap();
+    let echoed = Rc::new(RefCell::new(Vec::new()));
+    let log = echoed.clone();
+    ev.on_notification(conn, "echo", move |_, n| {
+        log.borrow_mut().push(n.params::<Value>().unwrap())
+    })
+    .unwrap();
+    let outcomes = Outcomes::new(2);
+    let error = json!({"code": -32000, "message": "nope", "data": {"why": [1, 2]}});
+    ev.submit(conn, Request::new("error", error), outcomes.callback(0))
+        .unwrap();
+    ev.submit(
+        conn,
+        Request::new("push", json!({"count": 4})),
+        outcomes.callback(1),
+    )
+    .unwrap();
+    ev.notify(conn, "note", [7]).unwrap();
+    let batch = Rc::new(RefCell::new(None));
+    let got = batch.clone();
+    let requests = vec![
+        Request::new("echo", json!(1)),
+        Request::new("error", json!({"code": 5, "message": "five"})),
+        Request::new("echo", json!("three")),
+    ];
+    ev.submit_batch(conn, requests, CallOptions::default(), move |_, results| {
+        let texts: Vec<String> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(answer) => answer.text().to_owned(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        *got.borrow_mut() = Some(texts);
+    })
+    .unwrap();
+    turn_until(&mut ev, |_| {
+        outcomes.all_completed() && batch.borrow().is_some() && echoed.borrow().len() == 1
+    });
+    settle(&mut ev);
+    outcomes.assert_exactly_once();
+    let e = outcomes.error(0);
+    assert!(
+        e.starts_with("Remote { code: -32000, message: \"nope\"") && e.contains("why"),
+        "{peer:?}: {e}"
+    );
+    assert_eq!(
+        json_of(&outcomes.get(1).unwrap()),
+        json!({"count": 4}),
+        "{peer:?}"
+    );
+    let expected: Vec<Value> = (0..4).map(|i| json!({"i": i})).collect();
+    assert_eq!(*pushes.borrow(), expected, "{peer:?}");
+    assert_eq!(*echoed.borrow(), [json!([7])], "{peer:?}");
+    assert_eq!(
+        batch.borrow().clone().unwrap(),
+        ["1", "server answered with error 5: five", "\"three\""],
+        "{peer:?}"
+    );
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!((stats.notifications, stats.unmatched()), (5, 0), "{peer:?}");
+    close_and_wait(&mut ev, conn);
+    drop(server);
+}
+
 /// Each scenario, once per server.
 macro_rules! against_both {
     ($($scenario:ident),* $(,)?) => {
@@ -476,4 +586,6 @@ against_both!(
     a_4_mib_message_each_way,
     server_pings_are_ponged,
     the_jsonrpc_server_speaks_json_rpc_2_0,
+    json_rpc_a_thousand_shuffled_calls,
+    json_rpc_errors_pushes_batches_and_notifications,
 );
