@@ -10,7 +10,7 @@ pub struct ConnStats {
     pub messages_sent: u64,
     /// Text and binary messages received.
     pub messages_received: u64,
-    /// Messages that completed a call.
+    /// Calls completed by an answer (a batch answer counts each call it completes).
     pub answers: u64,
     /// Calls that timed out.
     pub timeouts: u64,

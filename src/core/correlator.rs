@@ -28,8 +28,8 @@ use crate::error::Error;
 
 /// What became of an incoming frame ([`Correlator::handle_frame`]).
 pub(crate) enum Routed {
-    /// It completed one call, or several (a batch answer).
-    Answered,
+    /// It completed this many calls (several for a batch answer).
+    Answered(u64),
     /// It completed nothing, for this reason.
     Unmatched(UnmatchedReason, Utf8Bytes),
     /// A notification, for the driver to route by subscription key or method.
@@ -149,20 +149,24 @@ impl<T> Correlator<T> {
     ) -> Routed {
         match codec.decode(frame.as_str()) {
             Decoded::Batch(elements) => {
-                let mut answered = false;
+                let mut answered = 0;
                 let mut first_miss = None;
                 for element in elements {
                     match self.match_answer(conn, frame.clone(), element) {
-                        Ok(()) => answered = true,
-                        Err((reason, _)) => {
-                            stray(reason);
-                            first_miss.get_or_insert(reason);
-                        }
+                        Ok(()) => answered += 1,
+                        // The first miss may stand for the whole frame: counted below.
+                        Err((reason, _)) if first_miss.is_none() => first_miss = Some(reason),
+                        Err((reason, _)) => stray(reason),
                     }
                 }
                 match (answered, first_miss) {
-                    (false, Some(reason)) => Routed::Unmatched(reason, frame),
-                    _ => Routed::Answered,
+                    (0, Some(reason)) => Routed::Unmatched(reason, frame),
+                    (n, first_miss) => {
+                        if let Some(reason) = first_miss {
+                            stray(reason);
+                        }
+                        Routed::Answered(n)
+                    }
                 }
             }
             Decoded::Notification {
@@ -179,7 +183,7 @@ impl<T> Correlator<T> {
                 item,
             )),
             decoded => match self.match_answer(conn, frame, decoded) {
-                Ok(()) => Routed::Answered,
+                Ok(()) => Routed::Answered(1),
                 Err((reason, frame)) => Routed::Unmatched(reason, frame),
             },
         }
@@ -357,7 +361,7 @@ mod tests {
         frame: Utf8Bytes,
     ) -> Result<(), (UnmatchedReason, Utf8Bytes)> {
         match c.handle_frame(conn, codec, frame, &mut |_| {}) {
-            Routed::Answered => Ok(()),
+            Routed::Answered(_) => Ok(()),
             Routed::Unmatched(reason, frame) => Err((reason, frame)),
             Routed::Notification(n) => panic!("{n:?}"),
         }
@@ -543,6 +547,41 @@ mod tests {
         assert_eq!(c.take_unsent(unsent).as_deref(), Some("{}"));
         assert!(route(&mut c, A, &Envelope, answer(unsent, "7")).is_ok());
         assert_eq!(drain(&mut c), vec![(2, Ok("7".to_owned()))]);
+    }
+
+    #[test]
+    fn batch_answers_count_each_element_once() {
+        use crate::core::codec::JsonRpc2;
+        let mut c = Correlator::new();
+        let a = c.handle_submit(A, 50, None, 1);
+        let b = c.handle_submit(A, 50, None, 2);
+        let frame = format!(
+            r#"[{{"jsonrpc":"2.0","id":{b},"result":"b"}},{{"jsonrpc":"2.0","id":999,"result":0}},{{"jsonrpc":"2.0","id":{a},"result":"a"}},{{"x":1}}]"#
+        );
+        let mut strays = Vec::new();
+        let routed = c.handle_frame(A, &JsonRpc2::default(), frame.into(), &mut |r| {
+            strays.push(r)
+        });
+        assert!(matches!(routed, Routed::Answered(2)));
+        assert_eq!(strays.len(), 2);
+        assert!(strays.contains(&UnmatchedReason::UnknownId));
+        assert!(strays.contains(&UnmatchedReason::Malformed));
+        assert_eq!(
+            drain(&mut c),
+            vec![(2, Ok(r#""b""#.to_owned())), (1, Ok(r#""a""#.to_owned()))]
+        );
+        // Nothing matches: the frame is unmatched under its first element's reason, and only
+        // the others are strays.
+        strays.clear();
+        let frame = r#"[{"jsonrpc":"2.0","id":998,"result":0},{"bad":1}]"#;
+        let routed = c.handle_frame(A, &JsonRpc2::default(), frame.into(), &mut |r| {
+            strays.push(r)
+        });
+        assert!(matches!(
+            routed,
+            Routed::Unmatched(UnmatchedReason::UnknownId, _)
+        ));
+        assert_eq!(strays, [UnmatchedReason::Malformed]);
     }
 
     #[derive(Debug)]

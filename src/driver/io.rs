@@ -231,8 +231,8 @@ impl Context {
                         .calls
                         .handle_frame(conn, &*c.config.codec, text, &mut stray)
                     {
-                        Routed::Answered => {
-                            c.stats.answers += 1;
+                        Routed::Answered(calls) => {
+                            c.stats.answers += calls;
                             continue;
                         }
                         Routed::Unmatched(reason, text) => Unmatched::text(conn, reason, text),

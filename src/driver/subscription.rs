@@ -102,6 +102,11 @@ impl Context {
     /// subscription instead; those nobody handles go to the message handler as pushes
     /// ([`UnmatchedReason::NoId`]).
     ///
+    /// Notifications reach their handlers in arrival order, after the callbacks of the calls
+    /// answered in the same turn (so a subscription's first items never overtake its
+    /// subscribe answer); a notification that preceded an answer on the wire may therefore run
+    /// after that answer's callback.
+    ///
     /// ```no_run
     /// # use rpcloop::*;
     /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
@@ -161,7 +166,8 @@ impl Context {
     /// Subscribes to a stream of notifications (the JSON-RPC pattern of Ethereum and Solana
     /// nodes): calls `method` with `params`, takes the call's result as the subscription's key,
     /// and from then on hands every notification whose `params.subscription` is that key to
-    /// `on_event`, in arrival order, as [`SubscriptionEvent::Item`]. `on_event` receives exactly
+    /// `on_event`, in arrival order, as [`SubscriptionEvent::Item`]. Keys are compared as the
+    /// JSON text the server wrote (strings and numbers, as servers use, compare exactly). `on_event` receives exactly
     /// one [`SubscriptionEvent::Ended`] last. [`unsubscribe`](Self::unsubscribe) calls
     /// `unsubscribe_method` with `[key]`.
     ///
