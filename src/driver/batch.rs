@@ -141,9 +141,6 @@ impl Context {
                     return Err(Error::Busy);
                 }
             }
-            if let Some(first) = self.calls.take_unsent(ids[0]) {
-                debug_assert!(first.is_empty());
-            }
             self.calls.put_unsent(ids[0], frame);
             c.queued_bytes += size;
             c.queued.extend(ids.iter().map(|&id| Queued::Call(id)));
