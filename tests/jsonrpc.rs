@@ -1801,3 +1801,57 @@ fn notify_on_an_envelope_connection_is_refused() {
         server.join();
     });
 }
+
+#[test]
+fn a_batch_submitted_before_the_connection_opens_goes_out_whole_in_submit_order() {
+    bounded(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Incoming>();
+        let server = Server::start(move |ws| {
+            // First message: the call made before the batch; second: the whole batch.
+            for _ in 0..2 {
+                let Some(incoming) = read_incoming(ws) else {
+                    return;
+                };
+                match &incoming {
+                    Incoming::Single(call) => reply(ws, call, &call.params),
+                    Incoming::Batch(calls) => {
+                        let answers: Vec<String> = calls
+                            .iter()
+                            .rev()
+                            .map(|c| result_frame(c.raw_id(), &c.params))
+                            .collect();
+                        send_batch(ws, &answers);
+                    }
+                }
+                ws.flush().unwrap();
+                tx.send(incoming).unwrap();
+            }
+            drain_until_closed(ws);
+        });
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev
+            .connect(&server.url(), rpc_config(JsonRpc2::default()))
+            .unwrap();
+        assert_eq!(ev.state(conn), Some(rpcloop::ConnState::Connecting));
+        let single = Outcomes::new(1);
+        ev.submit(conn, req("echo", json!("first")), single.callback(0))
+            .unwrap();
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, echo_batch(3), CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| single.all_completed() && runs.runs() > 0);
+        settle(&mut ev);
+        assert!(matches!(rx.recv().unwrap(), Incoming::Single(_)));
+        match rx.recv().unwrap() {
+            Incoming::Batch(calls) => assert_eq!(calls.len(), 3, "the batch went out whole"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(single.get(0), Ok(r#""first""#.to_owned()));
+        assert_eq!(runs.results(), echoed(3));
+        assert_eq!(runs.runs(), 1);
+        assert_eq!(ev.stats(conn).unwrap().requests_sent, 4);
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}

@@ -159,11 +159,20 @@ impl Context {
         };
         let mut failure = None;
         c.queued_bytes = 0;
+        // The last frame written was refused: the batch calls that rode on it fail with it.
+        let mut refused = false;
         while let Some(entry) = c.queued.pop_front() {
             let (message, call) = match entry {
                 Queued::Call(id) => match self.calls.take_unsent(id) {
                     // A batch's call: its frame went with the batch's first call.
-                    Some(frame) if frame.is_empty() => continue,
+                    Some(frame) if frame.is_empty() => {
+                        if refused {
+                            self.calls.handle_failure(id, Error::Busy);
+                        } else {
+                            c.stats.requests_sent += 1;
+                        }
+                        continue;
+                    }
                     Some(frame) => (Message::Text(frame.into()), Some(id)),
                     None => continue, // completed while it waited
                 },
@@ -172,7 +181,9 @@ impl Context {
                     (message.into_ws(), None)
                 }
             };
-            match write_message(ws, message) {
+            let written = write_message(ws, message);
+            refused = matches!(written, Err(tungstenite::Error::WriteBufferFull(_)));
+            match written {
                 Ok(()) if call.is_some() => c.stats.requests_sent += 1,
                 Ok(()) => c.stats.messages_sent += 1,
                 Err(tungstenite::Error::WriteBufferFull(_)) => match call {
