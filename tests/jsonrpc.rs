@@ -1855,3 +1855,79 @@ fn a_batch_submitted_before_the_connection_opens_goes_out_whole_in_submit_order(
         assert_serves_another_connection(&mut ev);
     });
 }
+
+#[test]
+fn a_subscribe_answer_its_items_and_the_close_in_one_read_deliver_the_items_first() {
+    bounded(|| {
+        let server = Server::start(|ws| {
+            let call = read_call(ws).unwrap();
+            // All in one write: the answer, three items, the server's close.
+            reply(ws, &call, &json!("k"));
+            for i in 0..3u64 {
+                send_item(ws, ITEM_METHOD, &json!("k"), &json!(i));
+            }
+            ws.close(None).unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let events = Events::default();
+        ev.subscribe(
+            conn,
+            "subscribe",
+            json!([]),
+            "unsubscribe",
+            events.handler(),
+        )
+        .unwrap();
+        turn_until(&mut ev, |_| events.ends() == 1);
+        settle(&mut ev);
+        assert_eq!(events.items(), [0, 1, 2], "{:?}", events.all());
+        assert!(
+            events.ended_once().starts_with("Disconnected(PeerClosed"),
+            "{:?}",
+            events.all()
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.notifications, stats.unknown_subscription), (3, 0));
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}
+
+#[test]
+fn pushes_nobody_handles_reach_the_message_handler_in_arrival_order() {
+    bounded(|| {
+        let server = Server::start(|ws| {
+            notify(ws, "news", &json!(1));
+            raw(ws, "not json");
+            notify(ws, "news", &json!(2));
+            raw(
+                ws,
+                r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#,
+            );
+            notify(ws, "news", &json!(3));
+            ws.flush().unwrap();
+            drain_until_closed(ws);
+        });
+        let (mut ev, conn) = rpc_connected(&server);
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        ev.set_message_handler(conn, move |_, m| {
+            log.borrow_mut()
+                .push((m.reason(), m.as_text().unwrap_or_default().to_owned()))
+        })
+        .unwrap();
+        turn_until(&mut ev, |_| seen.borrow().len() == 5);
+        settle(&mut ev);
+        let reasons: Vec<UnmatchedReason> = seen.borrow().iter().map(|s| s.0).collect();
+        use UnmatchedReason::*;
+        assert_eq!(reasons, [NoId, Malformed, NoId, NoId, NoId]);
+        let texts = seen.borrow();
+        assert!(texts[0].1.contains("\"params\":1"), "{texts:?}");
+        assert!(texts[2].1.contains("\"params\":2"), "{texts:?}");
+        assert!(texts[4].1.contains("\"params\":3"), "{texts:?}");
+        drop(texts);
+        close_and_wait(&mut ev, conn);
+        server.join();
+    });
+}

@@ -90,6 +90,9 @@ pub(crate) struct SubscriptionEntry {
     /// stays routed until the `Interrupted` or `Ended` event is dispatched, so that items read
     /// before the connection went down still reach the handler, in order, before that event.
     key: Option<Box<str>>,
+    /// The connection ended while the subscribe answer was queued: the `Interrupted`/`Ended`
+    /// event is queued behind it and sets the state when dispatched.
+    ending: bool,
     /// Attempts made (the first subscribe, then each resubscribe).
     attempt: u32,
     /// Taken while it runs.
@@ -216,6 +219,7 @@ impl Context {
                 options,
                 state: SubState::Subscribing { attempt: 0, call },
                 key: None,
+                ending: false,
                 attempt: 0,
                 handler: Some(Box::new(on_event)),
             },
@@ -231,6 +235,9 @@ impl Context {
         let Some(s) = self.subscriptions.get_mut(&sub.0) else {
             return false;
         };
+        if s.ending {
+            return false; // its end is queued already
+        }
         let ended = SubState::Ended { awaiting: false };
         match std::mem::replace(&mut s.state, ended) {
             SubState::Ended { awaiting } => {
@@ -324,7 +331,7 @@ impl Context {
                     self.run_subscription_handler(id, SubscriptionEvent::Resubscribed);
                 }
             }
-            Err(e) if current => {
+            Err(e) if current && !s.ending => {
                 s.state = SubState::Ended { awaiting: false };
                 self.inbound
                     .push_back(Inbound::Subscription(id, SubscriptionEvent::Ended(e)));
@@ -353,6 +360,13 @@ impl Context {
         ) {
             // Items read before this event were routed; later ones are not for this key.
             if let Some(s) = self.subscriptions.get_mut(&id) {
+                if s.ending {
+                    s.ending = false;
+                    s.state = match event {
+                        SubscriptionEvent::Interrupted(_) => SubState::Interrupted,
+                        _ => SubState::Ended { awaiting: false },
+                    };
+                }
                 if let Some(key) = s.key.take() {
                     if let Some(c) = self.conns.get_mut(s.conn.index()) {
                         c.subscription_keys.remove(&key);
@@ -410,13 +424,19 @@ impl Context {
             // A late item (after unsubscribe) or a key we never subscribed to.
             c.stats.unknown_subscription += 1;
         }
+        // A push: to the message handler now, in arrival order (not queued behind what was
+        // read after it).
+        c.count_unmatched(UnmatchedReason::NoId);
+        if c.handler.is_none() {
+            log::debug!("connection {index}: unhandled notification {method}");
+            return false;
+        }
         let message = Unmatched::text(
             notification.conn(),
             UnmatchedReason::NoId,
             notification.into_frame(),
         );
-        self.on_unmatched(index, message);
-        false
+        self.run_message_handler(message)
     }
 
     /// The connection's subscriptions lose it: with `resume` (the connection is coming back),
@@ -437,8 +457,20 @@ impl Context {
                     // call not yet written; nothing was interrupted.
                     continue;
                 }
-                // Written, it fails with the connection; queued, it must not go out later.
-                self.calls.handle_cancel(call);
+                // Still pending (written, or queued): withdrawn, it never answers. Not pending:
+                // its answer is queued already, with items read behind it; it lands first
+                // (items reach the handler), and this event settles the state when dispatched.
+                if !self.calls.handle_cancel(call) {
+                    s.ending = true;
+                    let event = match resume {
+                        Some(reason) if s.options.resubscribe => {
+                            SubscriptionEvent::Interrupted(reason.clone())
+                        }
+                        _ => SubscriptionEvent::Ended(error()),
+                    };
+                    self.inbound.push_back(Inbound::Subscription(id, event));
+                    continue;
+                }
             }
             let event = match resume {
                 Some(reason) if s.options.resubscribe => {
