@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
-use rpcloop::{ConnectionConfig, Envelope, ReconnectPolicy};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use rpcloop::{ConnectionConfig, Envelope, JsonRpc2, ReconnectPolicy};
 use serde_json::value::RawValue;
 
+use crate::jsonrpc;
 use crate::parse::{self, CodecChoice, Dur, Every, Size};
 
 /// Call any WebSocket API from the shell
@@ -21,6 +23,7 @@ Examples:
   seq 5 | rpcloop call ws://127.0.0.1:9001/ --json
   rpcloop call ws://127.0.0.1:9001/ '{\"n\":1}' --repeat 10000 --concurrency 64
   rpcloop listen ws://127.0.0.1:9001/ --header 'Authorization: Bearer TOKEN'
+  rpcloop call ws://127.0.0.1:8546/ --codec jsonrpc '{\"method\":\"eth_blockNumber\"}'
 
 Exit status: 0 when every call succeeded, 1 when any failed (or the connection did), 2 for a
 usage error.")]
@@ -41,6 +44,13 @@ pub enum Command {
     /// and each becomes a call as soon as it is read. Every call ends by its deadline; after the
     /// last one the connection is closed and a summary printed: calls, failures by kind,
     /// frames that matched no call, and the p50/p99/max latency of the answers.
+    ///
+    /// With --codec jsonrpc a message is {"method":NAME,"params":[..] or {..}} (params may be
+    /// left out; a "jsonrpc" or "id" member is replaced), sent as
+    /// {"jsonrpc":"2.0","id":N,"method":..,"params":..}. An answer prints its result; an error
+    /// answer fails the call as remote, with its code, message and data (--json adds
+    /// "remote":{"code":..,"message":..,"data":..}). A notification that answers no call is
+    /// reported as a push.
     Call(CallArgs),
     /// Print every message the server pushes
     ///
@@ -67,7 +77,9 @@ pub struct CallArgs {
     #[arg(value_name = "MESSAGE", allow_negative_numbers = true, value_parser = parse::json_text)]
     pub messages: Vec<Box<RawValue>>,
 
-    /// Wire format of requests and answers (envelope: {"id":N,"message":...}).
+    /// Wire format of requests and answers: envelope ({"id":N,"message":...}), jsonrpc
+    /// (JSON-RPC 2.0: a message is {"method":..,"params":..}), or jsonrpc-string-ids (the same,
+    /// with ids sent as strings).
     #[arg(long, value_name = "CODEC", default_value = "envelope", value_parser = parse::codec)]
     pub codec: CodecChoice,
 
@@ -176,6 +188,35 @@ pub struct ConnArgs {
     pub headers: Vec<(String, String)>,
 }
 
+impl CallArgs {
+    /// Checks what clap cannot check alone: with JSON-RPC, that each message on the command
+    /// line is a call.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.codec.is_jsonrpc() {
+            return Ok(());
+        }
+        for message in &self.messages {
+            jsonrpc::check(message).map_err(|why| {
+                let (text, cut) = crate::fmt::truncate(message.get(), 60);
+                let more = if cut { "..." } else { "" };
+                format!("the message '{text}{more}' is not a JSON-RPC call: {why}")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Exits with a usage error of `subcommand`, shown as clap shows its own (exit status 2).
+pub fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    let error = match command.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(ErrorKind::ValueValidation, message),
+        None => command.error(ErrorKind::ValueValidation, message),
+    };
+    error.exit()
+}
+
 fn defaults() -> ConnectionConfig {
     ConnectionConfig::default()
 }
@@ -185,6 +226,8 @@ impl ConnArgs {
     pub fn config(&self, codec: CodecChoice) -> ConnectionConfig {
         let codec: Arc<dyn rpcloop::Codec> = match codec {
             CodecChoice::Envelope => Arc::new(Envelope),
+            CodecChoice::JsonRpc => Arc::new(JsonRpc2::default()),
+            CodecChoice::JsonRpcStringIds => Arc::new(JsonRpc2::with_string_ids()),
         };
         ConnectionConfig {
             connect_timeout: self.connect_timeout.0,

@@ -7,6 +7,9 @@
 //!
 //! `--json` form: one JSON object per line on stdout (the shapes are the structs below), the
 //! summary last; stderr carries only the progress bar and fatal errors.
+//!
+//! Under JSON-RPC, an error answer's code, message and data are shown with the call
+//! (`"remote":{..}` in `--json`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Stdout, Write};
@@ -34,6 +37,34 @@ struct CallLine<'a> {
     error: Option<&'a str>,
     latency_us: u64,
     message: Option<&'a RawValue>,
+    /// With `error_kind` `remote` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteError<'a>>,
+}
+
+/// `"remote":{..}`: the error object a JSON-RPC server answered with.
+#[derive(Serialize)]
+struct RemoteError<'a> {
+    code: i64,
+    message: &'a str,
+    data: Option<&'a RawValue>,
+}
+
+impl<'a> RemoteError<'a> {
+    fn of(error: &'a Error) -> Option<Self> {
+        match error {
+            Error::Remote {
+                code,
+                message,
+                data,
+            } => Some(RemoteError {
+                code: *code,
+                message,
+                data: data.as_deref(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// `{"event":"unmatched",..}`: a frame that matched no call.
@@ -190,6 +221,7 @@ impl Reporter {
                             error: None,
                             latency_us,
                             message,
+                            remote: None,
                         })
                     }
                     Mode::Human => format!("#{index} ok {}{id_text} {text}", duration(latency)),
@@ -199,7 +231,7 @@ impl Reporter {
             Err(error) => {
                 let kind = kinds::error_kind(&error);
                 *self.errors.entry(kind).or_default() += 1;
-                let text = error.to_string();
+                let text = error_text(&error);
                 let line = match self.mode {
                     Mode::Json => json(&CallLine {
                         call: index,
@@ -209,6 +241,7 @@ impl Reporter {
                         error: Some(&text),
                         latency_us,
                         message: None,
+                        remote: RemoteError::of(&error),
                     }),
                     Mode::Human if id.is_none() => {
                         format!("#{index} failed ({kind}): {text}")
@@ -396,6 +429,16 @@ impl Reporter {
         if written.is_err() {
             self.broken = true;
         }
+    }
+}
+
+/// An error as the output tells it: its message, and a JSON-RPC error's data after it.
+pub fn error_text(error: &Error) -> String {
+    match error {
+        Error::Remote {
+            data: Some(data), ..
+        } => format!("{error}; data: {}", fmt::one_line(data.get())),
+        _ => error.to_string(),
     }
 }
 
