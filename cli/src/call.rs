@@ -57,7 +57,7 @@ pub fn run(args: CallArgs) -> ExitCode {
     } else {
         Input::from_args(args.messages, args.repeat)
     };
-    let mut report = Reporter::new(mode, Purpose::Call);
+    let mut report = Reporter::new(mode, Purpose::Call, args.codec);
     if args.repeat > 1 && !args.no_progress {
         report.show_progress(input.total());
     }

@@ -1,4 +1,5 @@
-//! JSON-RPC 2.0 on the command line: checking the messages people type.
+//! JSON-RPC 2.0 on the command line: checking the messages people type, and telling a
+//! server's notification from other frames without an id.
 //!
 //! With `--codec jsonrpc` a message is `{"method": NAME, "params": [..] | {..}}` (`params`
 //! may be left out). A `jsonrpc` member, if given, must say `"2.0"`, and an `id` is dropped:
@@ -9,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use rpcloop::Request;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The shape, for error messages.
@@ -71,6 +73,27 @@ pub fn check(message: &RawValue) -> Result<(), String> {
     call(message).map(drop)
 }
 
+/// Whether a frame is a JSON-RPC notification: an object with a string `method` and no `id`
+/// (or a `null` one, which the codec reads the same way). Frames the library hands over without
+/// an id are looked at with this, to tell a server's push from, say, a request it sent or a
+/// parse-error reply; it skims the frame once and builds nothing.
+pub fn is_notification(frame: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default)]
+        method: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    if frame.trim_ascii_start().first() != Some(&b'{') {
+        return false;
+    }
+    match serde_json::from_slice::<Peek<'_>>(frame) {
+        Ok(peek) => peek.id.is_none() && peek.method.is_some_and(|m| m.get().starts_with('"')),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +148,23 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    #[test]
+    fn notifications_are_told_from_other_frames_without_an_id() {
+        assert!(is_notification(
+            br#"{"jsonrpc":"2.0","method":"tick","params":[1]}"#
+        ));
+        assert!(is_notification(br#" {"method":"tick","id":null}"#));
+        assert!(!is_notification(
+            br#"{"jsonrpc":"2.0","id":1,"method":"ask"}"#
+        ));
+        assert!(!is_notification(
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#
+        ));
+        assert!(!is_notification(br#"{"method":7}"#));
+        assert!(!is_notification(b"42"));
+        assert!(!is_notification(b"{oops"));
+        assert!(!is_notification(&[0xff, 0x00]));
     }
 }

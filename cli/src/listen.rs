@@ -41,7 +41,7 @@ pub fn run(args: ListenArgs) -> ExitCode {
         Mode::Human
     };
     let shared = Rc::new(RefCell::new(Listening {
-        report: Reporter::new(mode, Purpose::Listen),
+        report: Reporter::new(mode, Purpose::Listen, CodecChoice::Envelope),
         left: args.count,
         lost: None,
         opened: false,

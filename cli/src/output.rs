@@ -8,8 +8,9 @@
 //! `--json` form: one JSON object per line on stdout (the shapes are the structs below), the
 //! summary last; stderr carries only the progress bar and fatal errors.
 //!
-//! Under JSON-RPC, an error answer's code, message and data are shown with the call
-//! (`"remote":{..}` in `--json`).
+//! Under JSON-RPC, a frame without an id that is a notification nobody took is reported as
+//! `push` (the library says `no_id` for every frame without an id), and an error answer's
+//! code, message and data are shown with the call (`"remote":{..}` in `--json`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Stdout, Write};
@@ -22,7 +23,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::fmt::{self, duration};
-use crate::kinds;
+use crate::parse::CodecChoice;
+use crate::{jsonrpc, kinds};
 
 /// How much of an unmatched frame `call` shows.
 pub const RAW_LIMIT: usize = 256;
@@ -133,6 +135,8 @@ pub struct Completion {
 pub struct Reporter {
     mode: Mode,
     purpose: Purpose,
+    /// Frames are JSON-RPC: notifications without a taker are pushes.
+    jsonrpc: bool,
     out: io::BufWriter<Stdout>,
     /// Stdout failed (a pipe whose reader left): nothing more is written to it.
     broken: bool,
@@ -150,10 +154,11 @@ pub struct Reporter {
 
 impl Reporter {
     /// A reporter writing to this process's stdout and stderr.
-    pub fn new(mode: Mode, purpose: Purpose) -> Self {
+    pub fn new(mode: Mode, purpose: Purpose, codec: CodecChoice) -> Self {
         Reporter {
             mode,
             purpose,
+            jsonrpc: codec.is_jsonrpc(),
             out: io::BufWriter::new(io::stdout()),
             broken: false,
             bar: None,
@@ -265,7 +270,14 @@ impl Reporter {
         if reason == UnmatchedReason::StaleId {
             self.stale += 1;
         }
-        let name = kinds::unmatched_reason(reason);
+        let name = if self.jsonrpc
+            && reason == UnmatchedReason::NoId
+            && jsonrpc::is_notification(frame.as_bytes())
+        {
+            kinds::PUSH
+        } else {
+            kinds::unmatched_reason(reason)
+        };
         let limit = match self.purpose {
             Purpose::Call => Some(RAW_LIMIT),
             Purpose::Listen => None,
