@@ -24,6 +24,7 @@ Examples:
   rpcloop call ws://127.0.0.1:9001/ '{\"n\":1}' --repeat 10000 --concurrency 64
   rpcloop listen ws://127.0.0.1:9001/ --header 'Authorization: Bearer TOKEN'
   rpcloop call ws://127.0.0.1:8546/ --codec jsonrpc '{\"method\":\"eth_blockNumber\"}'
+  rpcloop listen ws://127.0.0.1:8546/ --jsonrpc-subscribe eth_subscribe '[\"newHeads\"]'
 
 Exit status: 0 when every call succeeded, 1 when any failed (or the connection did), 2 for a
 usage error.")]
@@ -57,6 +58,14 @@ pub enum Command {
     /// Every frame that answers no call is printed, until the connection ends, --count frames
     /// arrived or --duration passed. Exit status 0 when it stopped on --count or --duration or
     /// the server closed the connection normally, 1 otherwise.
+    ///
+    /// With --jsonrpc-subscribe METHOD PARAMS (JSON-RPC 2.0) it subscribes once the connection
+    /// is open: it calls METHOD with PARAMS, takes the result as the subscription's key, and
+    /// prints each item (the params.result of each notification that carries the key), or with
+    /// --json the line {"event":"item","subscription":<key>,"item":<params.result>}. Items count
+    /// towards --count. When it stops, it calls the unsubscribe method with [key]. It ends when
+    /// the subscription does: a failed subscribe call prints the error (remote, with its code,
+    /// message and data) and exits 1; the server closing the connection normally exits 0.
     Listen(ListenArgs),
     /// Run a WebSocket echo server
     ///
@@ -114,13 +123,28 @@ pub struct ListenArgs {
     #[arg(value_parser = parse::url)]
     pub url: String,
 
-    /// Stop after this many messages.
+    /// Stop after this many messages (pushes and subscription items).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Stop after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub duration: Option<Dur>,
+
+    /// Wire format, as for call [default: envelope; jsonrpc with --jsonrpc-subscribe].
+    #[arg(long, value_name = "CODEC", value_parser = parse::codec)]
+    pub codec: Option<CodecChoice>,
+
+    /// Subscribe first (JSON-RPC 2.0): call METHOD with PARAMS, a JSON array or object, and
+    /// print the subscription's items.
+    #[arg(long, num_args = 2, value_names = ["METHOD", "PARAMS"], allow_hyphen_values = true)]
+    pub jsonrpc_subscribe: Option<Vec<String>>,
+
+    /// The method that ends the subscription, called with [key] [default: METHOD with its
+    /// ending subscribe/Subscribe made unsubscribe/Unsubscribe, as eth_subscribe ->
+    /// eth_unsubscribe; required for other names].
+    #[arg(long, value_name = "METHOD", requires = "jsonrpc_subscribe")]
+    pub jsonrpc_unsubscribe: Option<String>,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -144,8 +168,8 @@ pub struct EchoArgs {
 /// How results are printed.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// One JSON object per line on stdout, for programs: calls, unmatched frames, state
-    /// changes, and a summary last.
+    /// One JSON object per line on stdout, for programs: calls, unmatched frames,
+    /// subscription items, state changes, and a summary last.
     #[arg(long)]
     pub json: bool,
 }
@@ -188,6 +212,14 @@ pub struct ConnArgs {
     pub headers: Vec<(String, String)>,
 }
 
+/// A subscription to make (`listen --jsonrpc-subscribe`).
+#[derive(Debug)]
+pub struct Subscribe {
+    pub method: String,
+    pub params: Box<RawValue>,
+    pub unsubscribe: String,
+}
+
 impl CallArgs {
     /// Checks what clap cannot check alone: with JSON-RPC, that each message on the command
     /// line is a call.
@@ -203,6 +235,49 @@ impl CallArgs {
             })?;
         }
         Ok(())
+    }
+}
+
+impl ListenArgs {
+    /// The codec, and the subscription to make if any, checked together.
+    pub fn plan(&self) -> Result<(CodecChoice, Option<Subscribe>), String> {
+        let Some(subscribe) = &self.jsonrpc_subscribe else {
+            return Ok((self.codec.unwrap_or(CodecChoice::Envelope), None));
+        };
+        let codec = self.codec.unwrap_or(CodecChoice::JsonRpc);
+        if !codec.is_jsonrpc() {
+            return Err(format!(
+                "--jsonrpc-subscribe needs a JSON-RPC codec, not --codec {codec}"
+            ));
+        }
+        let [method, params] = subscribe.as_slice() else {
+            return Err("--jsonrpc-subscribe takes two values: METHOD PARAMS".into());
+        };
+        if method.is_empty() {
+            return Err("--jsonrpc-subscribe METHOD is empty".into());
+        }
+        let params = jsonrpc::subscribe_params(params)?;
+        let unsubscribe = match &self.jsonrpc_unsubscribe {
+            Some(name) if name.is_empty() => {
+                return Err("--jsonrpc-unsubscribe METHOD is empty".into());
+            }
+            Some(name) => name.clone(),
+            None => jsonrpc::unsubscribe_method(method).ok_or_else(|| {
+                format!(
+                    "cannot tell the unsubscribe method that goes with {method:?}: \
+                     give it with --jsonrpc-unsubscribe METHOD"
+                )
+            })?,
+        };
+        let method = method.clone();
+        Ok((
+            codec,
+            Some(Subscribe {
+                method,
+                params,
+                unsubscribe,
+            }),
+        ))
     }
 }
 

@@ -1,5 +1,5 @@
-//! JSON-RPC 2.0 on the command line: checking the messages people type, and telling a
-//! server's notification from other frames without an id.
+//! JSON-RPC 2.0 on the command line: checking the messages people type, telling a server's
+//! notification from other frames without an id, and naming the unsubscribe method.
 //!
 //! With `--codec jsonrpc` a message is `{"method": NAME, "params": [..] | {..}}` (`params`
 //! may be left out). A `jsonrpc` member, if given, must say `"2.0"`, and an `id` is dropped:
@@ -94,6 +94,33 @@ pub fn is_notification(frame: &[u8]) -> bool {
     }
 }
 
+/// The unsubscribe method that goes with a subscribe method, by the usual naming:
+/// `eth_subscribe` → `eth_unsubscribe`, `subscribe` → `unsubscribe`, `slotSubscribe` →
+/// `slotUnsubscribe`. `None` when the name does not end in `subscribe` or `Subscribe`.
+pub fn unsubscribe_method(subscribe: &str) -> Option<String> {
+    if let Some(stem) = subscribe.strip_suffix("subscribe") {
+        return Some(format!("{stem}unsubscribe"));
+    }
+    subscribe
+        .strip_suffix("Subscribe")
+        .map(|stem| format!("{stem}Unsubscribe"))
+}
+
+/// Reads `--jsonrpc-subscribe`'s PARAMS: a JSON array or object.
+pub fn subscribe_params(text: &str) -> Result<Box<RawValue>, String> {
+    let params = crate::parse::json_text(text.trim())
+        .map_err(|e| format!("--jsonrpc-subscribe PARAMS is {e}"))?;
+    let raw = params.get();
+    if raw.starts_with('[') || raw.starts_with('{') {
+        Ok(params)
+    } else {
+        Err(format!(
+            "--jsonrpc-subscribe PARAMS must be a JSON array or object, like '[\"newHeads\"]', \
+             not {raw}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +193,41 @@ mod tests {
         assert!(!is_notification(b"42"));
         assert!(!is_notification(b"{oops"));
         assert!(!is_notification(&[0xff, 0x00]));
+    }
+
+    #[test]
+    fn unsubscribe_methods_are_derived_by_the_usual_names() {
+        assert_eq!(
+            unsubscribe_method("eth_subscribe").as_deref(),
+            Some("eth_unsubscribe")
+        );
+        assert_eq!(
+            unsubscribe_method("subscribe").as_deref(),
+            Some("unsubscribe")
+        );
+        assert_eq!(
+            unsubscribe_method("slotSubscribe").as_deref(),
+            Some("slotUnsubscribe")
+        );
+        assert_eq!(unsubscribe_method("watch"), None);
+    }
+
+    #[test]
+    fn subscribe_params_are_an_array_or_an_object() {
+        assert_eq!(
+            subscribe_params(r#"["newHeads"]"#).unwrap().get(),
+            r#"["newHeads"]"#
+        );
+        assert_eq!(subscribe_params(" {} ").unwrap().get(), "{}");
+        assert!(
+            subscribe_params("\"newHeads\"")
+                .unwrap_err()
+                .contains("array or object")
+        );
+        assert!(
+            subscribe_params("[")
+                .unwrap_err()
+                .contains("not a JSON text")
+        );
     }
 }

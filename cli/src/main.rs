@@ -4,7 +4,8 @@
 //! one per line, when none is given) and prints each answer with its latency, then a summary;
 //! `rpcloop listen URL` prints what the server pushes; `rpcloop echo-server` runs the example
 //! echo server. `--json` prints one JSON object per line instead (see [`output`]).
-//! `call --codec jsonrpc` speaks JSON-RPC 2.0 (see [`jsonrpc`]).
+//! `--codec jsonrpc` speaks JSON-RPC 2.0 (see [`jsonrpc`]), and `listen --jsonrpc-subscribe`
+//! prints a subscription's items.
 //!
 //! Exit status: 0 when every call succeeded, 1 when any failed, 2 for a usage error.
 
@@ -40,7 +41,10 @@ fn main() -> ExitCode {
             }
             call::run(args)
         }
-        Command::Listen(args) => listen::run(args),
+        Command::Listen(args) => match args.plan() {
+            Ok((codec, subscribe)) => listen::run(args, codec, subscribe),
+            Err(why) => args::usage_error("listen", &why),
+        },
         Command::EchoServer(args) => echo::run(args),
     }
 }

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rpcloop::{CallId, Error, Response, StateChange, Unmatched, UnmatchedReason};
+use rpcloop::{
+    CallId, Error, Notification, Response, StateChange, SubscriptionEvent, Unmatched,
+    UnmatchedReason,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -69,6 +72,27 @@ impl<'a> RemoteError<'a> {
     }
 }
 
+/// `{"event":"item",..}`: an item of the subscription (`listen --jsonrpc-subscribe`).
+#[derive(Serialize)]
+struct ItemLine<'a> {
+    event: &'static str,
+    /// The key, as the subscribe call's result.
+    subscription: Option<&'a RawValue>,
+    /// The notification's `params.result`.
+    item: Option<&'a RawValue>,
+}
+
+/// `{"event":"subscription",..}`: the subscription was interrupted, made again, or ended.
+#[derive(Serialize)]
+struct SubscriptionLine<'a> {
+    event: &'static str,
+    state: &'static str,
+    reason: Option<&'a str>,
+    error_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteError<'a>>,
+}
+
 /// `{"event":"unmatched",..}`: a frame that matched no call.
 #[derive(Serialize)]
 struct UnmatchedLine<'a> {
@@ -98,6 +122,9 @@ struct Summary<'a> {
     errors: &'a BTreeMap<&'static str, u64>,
     unmatched: u64,
     stale: u64,
+    /// `listen` only: the subscription's items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<u64>,
     elapsed_ms: u64,
 }
 
@@ -148,6 +175,7 @@ pub struct Reporter {
     errors: BTreeMap<&'static str, u64>,
     unmatched: u64,
     stale: u64,
+    items: u64,
     latencies: Histogram<u64>,
     reconnecting: bool,
 }
@@ -168,6 +196,7 @@ impl Reporter {
             errors: BTreeMap::new(),
             unmatched: 0,
             stale: 0,
+            items: 0,
             // Microseconds from 1 to an hour, 3 significant digits: a few tens of KiB.
             latencies: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
@@ -304,6 +333,72 @@ impl Reporter {
         self.line(&line, false);
     }
 
+    /// Reports an item of the subscription (`listen --jsonrpc-subscribe`): its `params.result`,
+    /// whole.
+    pub fn item(&mut self, notification: &Notification) {
+        self.items += 1;
+        let item = fmt::one_line(notification.item_text());
+        let line = match self.mode {
+            Mode::Json => {
+                let key = notification.subscription_key().map(fmt::one_line);
+                json(&ItemLine {
+                    event: "item",
+                    subscription: key.as_deref().and_then(raw_json),
+                    item: raw_json(&item),
+                })
+            }
+            Mode::Human => item.into_owned(),
+        };
+        self.line(&line, false);
+    }
+
+    /// Reports what befell the subscription other than an item: `Interrupted`,
+    /// `Resubscribed`, or an `Ended` this side did not ask for. `subscribe` names the subscribe
+    /// method, for people.
+    pub fn subscription(&mut self, event: &SubscriptionEvent, subscribe: &str) {
+        let (state, reason, error) = match event {
+            SubscriptionEvent::Item(_) => return,
+            SubscriptionEvent::Interrupted(why) => ("interrupted", Some(why.to_string()), None),
+            SubscriptionEvent::Resubscribed => ("resubscribed", None, None),
+            SubscriptionEvent::Ended(e) => ("ended", Some(error_text(e)), Some(e)),
+            _ => ("other", Some(format!("{event:?}")), None),
+        };
+        match self.mode {
+            Mode::Json => {
+                let line = json(&SubscriptionLine {
+                    event: "subscription",
+                    state,
+                    reason: reason.as_deref(),
+                    error_kind: error.map(kinds::error_kind),
+                    remote: error.and_then(RemoteError::of),
+                });
+                self.line(&line, false);
+            }
+            Mode::Human => match (event, error) {
+                // The connection's end is told by its state change.
+                (
+                    _,
+                    Some(
+                        Error::Disconnected(_)
+                        | Error::NotSent(_)
+                        | Error::Closed
+                        | Error::Shutdown,
+                    ),
+                ) => {}
+                (_, Some(e)) => self.note(&format!(
+                    "{subscribe} failed ({}): {}",
+                    kinds::error_kind(e),
+                    reason.unwrap_or_default()
+                )),
+                (SubscriptionEvent::Resubscribed, _) => self.note("subscribed again"),
+                _ => self.note(&format!(
+                    "subscription {state}: {}",
+                    reason.unwrap_or_default()
+                )),
+            },
+        }
+    }
+
     /// Reports a connection state change.
     pub fn state(&mut self, change: &StateChange) {
         let (name, reason) = kinds::state(change);
@@ -359,13 +454,14 @@ impl Reporter {
                         errors: &self.errors,
                         unmatched: self.unmatched,
                         stale: self.stale,
+                        items: (self.purpose == Purpose::Listen).then_some(self.items),
                         elapsed_ms,
                     },
                 });
                 self.line(&line, false);
             }
             Mode::Human if self.purpose == Purpose::Listen => {
-                let n = self.unmatched;
+                let n = self.unmatched + self.items;
                 let s = if n == 1 { "" } else { "s" };
                 self.note(&format!("{n} message{s} in {}", duration(elapsed)));
             }
@@ -452,6 +548,11 @@ pub fn error_text(error: &Error) -> String {
         } => format!("{error}; data: {}", fmt::one_line(data.get())),
         _ => error.to_string(),
     }
+}
+
+/// JSON text the library found in a frame, to print as it is.
+fn raw_json(text: &str) -> Option<&RawValue> {
+    serde_json::from_str(text).ok()
 }
 
 /// One JSON object as text. Serializing these plain structs cannot fail; if it ever did, the
