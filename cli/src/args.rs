@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
-use rpcloop::{ConnectionConfig, Envelope, ReconnectPolicy};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use rpcloop::{ConnectionConfig, Envelope, JsonRpc2, ReconnectPolicy};
 use serde_json::value::RawValue;
 
+use crate::jsonrpc;
 use crate::parse::{self, CodecChoice, Dur, Every, Size};
 
 /// Call any WebSocket API from the shell
@@ -21,6 +23,8 @@ Examples:
   seq 5 | rpcloop call ws://127.0.0.1:9001/ --json
   rpcloop call ws://127.0.0.1:9001/ '{\"n\":1}' --repeat 10000 --concurrency 64
   rpcloop listen ws://127.0.0.1:9001/ --header 'Authorization: Bearer TOKEN'
+  rpcloop call ws://127.0.0.1:8546/ --codec jsonrpc '{\"method\":\"eth_blockNumber\"}'
+  rpcloop listen ws://127.0.0.1:8546/ --jsonrpc-subscribe eth_subscribe '[\"newHeads\"]'
 
 Exit status: 0 when every call succeeded, 1 when any failed (or the connection did), 2 for a
 usage error.")]
@@ -41,12 +45,27 @@ pub enum Command {
     /// and each becomes a call as soon as it is read. Every call ends by its deadline; after the
     /// last one the connection is closed and a summary printed: calls, failures by kind,
     /// frames that matched no call, and the p50/p99/max latency of the answers.
+    ///
+    /// With --codec jsonrpc a message is {"method":NAME,"params":[..] or {..}} (params may be
+    /// left out; a "jsonrpc" or "id" member is replaced), sent as
+    /// {"jsonrpc":"2.0","id":N,"method":..,"params":..}. An answer prints its result; an error
+    /// answer fails the call as remote, with its code, message and data (--json adds
+    /// "remote":{"code":..,"message":..,"data":..}). A notification that answers no call is
+    /// reported as a push.
     Call(CallArgs),
     /// Print every message the server pushes
     ///
     /// Every frame that answers no call is printed, until the connection ends, --count frames
     /// arrived or --duration passed. Exit status 0 when it stopped on --count or --duration or
     /// the server closed the connection normally, 1 otherwise.
+    ///
+    /// With --jsonrpc-subscribe METHOD PARAMS (JSON-RPC 2.0) it subscribes once the connection
+    /// is open: it calls METHOD with PARAMS, takes the result as the subscription's key, and
+    /// prints each item (the params.result of each notification that carries the key), or with
+    /// --json the line {"event":"item","subscription":<key>,"item":<params.result>}. Items count
+    /// towards --count. When it stops, it calls the unsubscribe method with [key]. It ends when
+    /// the subscription does: a failed subscribe call prints the error (remote, with its code,
+    /// message and data) and exits 1; the server closing the connection normally exits 0.
     Listen(ListenArgs),
     /// Run a WebSocket echo server
     ///
@@ -67,7 +86,9 @@ pub struct CallArgs {
     #[arg(value_name = "MESSAGE", allow_negative_numbers = true, value_parser = parse::json_text)]
     pub messages: Vec<Box<RawValue>>,
 
-    /// Wire format of requests and answers (envelope: {"id":N,"message":...}).
+    /// Wire format of requests and answers: envelope ({"id":N,"message":...}), jsonrpc
+    /// (JSON-RPC 2.0: a message is {"method":..,"params":..}), or jsonrpc-string-ids (the same,
+    /// with ids sent as strings).
     #[arg(long, value_name = "CODEC", default_value = "envelope", value_parser = parse::codec)]
     pub codec: CodecChoice,
 
@@ -102,13 +123,28 @@ pub struct ListenArgs {
     #[arg(value_parser = parse::url)]
     pub url: String,
 
-    /// Stop after this many messages.
+    /// Stop after this many messages (pushes and subscription items).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Stop after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     pub duration: Option<Dur>,
+
+    /// Wire format, as for call [default: envelope; jsonrpc with --jsonrpc-subscribe].
+    #[arg(long, value_name = "CODEC", value_parser = parse::codec)]
+    pub codec: Option<CodecChoice>,
+
+    /// Subscribe first (JSON-RPC 2.0): call METHOD with PARAMS, a JSON array or object, and
+    /// print the subscription's items.
+    #[arg(long, num_args = 2, value_names = ["METHOD", "PARAMS"], allow_hyphen_values = true)]
+    pub jsonrpc_subscribe: Option<Vec<String>>,
+
+    /// The method that ends the subscription, called with [key] [default: METHOD with its
+    /// ending subscribe/Subscribe made unsubscribe/Unsubscribe, as eth_subscribe ->
+    /// eth_unsubscribe; required for other names].
+    #[arg(long, value_name = "METHOD", requires = "jsonrpc_subscribe")]
+    pub jsonrpc_unsubscribe: Option<String>,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -132,8 +168,8 @@ pub struct EchoArgs {
 /// How results are printed.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
-    /// One JSON object per line on stdout, for programs: calls, unmatched frames, state
-    /// changes, and a summary last.
+    /// One JSON object per line on stdout, for programs: calls, unmatched frames,
+    /// subscription items, state changes, and a summary last.
     #[arg(long)]
     pub json: bool,
 }
@@ -176,6 +212,86 @@ pub struct ConnArgs {
     pub headers: Vec<(String, String)>,
 }
 
+/// A subscription to make (`listen --jsonrpc-subscribe`).
+#[derive(Debug)]
+pub struct Subscribe {
+    pub method: String,
+    pub params: Box<RawValue>,
+    pub unsubscribe: String,
+}
+
+impl CallArgs {
+    /// Checks what clap cannot check alone: with JSON-RPC, that each message on the command
+    /// line is a call.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.codec.is_jsonrpc() {
+            return Ok(());
+        }
+        for message in &self.messages {
+            jsonrpc::check(message).map_err(|why| {
+                let (text, cut) = crate::fmt::truncate(message.get(), 60);
+                let more = if cut { "..." } else { "" };
+                format!("the message '{text}{more}' is not a JSON-RPC call: {why}")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl ListenArgs {
+    /// The codec, and the subscription to make if any, checked together.
+    pub fn plan(&self) -> Result<(CodecChoice, Option<Subscribe>), String> {
+        let Some(subscribe) = &self.jsonrpc_subscribe else {
+            return Ok((self.codec.unwrap_or(CodecChoice::Envelope), None));
+        };
+        let codec = self.codec.unwrap_or(CodecChoice::JsonRpc);
+        if !codec.is_jsonrpc() {
+            return Err(format!(
+                "--jsonrpc-subscribe needs a JSON-RPC codec, not --codec {codec}"
+            ));
+        }
+        let [method, params] = subscribe.as_slice() else {
+            return Err("--jsonrpc-subscribe takes two values: METHOD PARAMS".into());
+        };
+        if method.is_empty() {
+            return Err("--jsonrpc-subscribe METHOD is empty".into());
+        }
+        let params = jsonrpc::subscribe_params(params)?;
+        let unsubscribe = match &self.jsonrpc_unsubscribe {
+            Some(name) if name.is_empty() => {
+                return Err("--jsonrpc-unsubscribe METHOD is empty".into());
+            }
+            Some(name) => name.clone(),
+            None => jsonrpc::unsubscribe_method(method).ok_or_else(|| {
+                format!(
+                    "cannot tell the unsubscribe method that goes with {method:?}: \
+                     give it with --jsonrpc-unsubscribe METHOD"
+                )
+            })?,
+        };
+        let method = method.clone();
+        Ok((
+            codec,
+            Some(Subscribe {
+                method,
+                params,
+                unsubscribe,
+            }),
+        ))
+    }
+}
+
+/// Exits with a usage error of `subcommand`, shown as clap shows its own (exit status 2).
+pub fn usage_error(subcommand: &str, message: &str) -> ! {
+    let mut command = Cli::command();
+    command.build();
+    let error = match command.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(ErrorKind::ValueValidation, message),
+        None => command.error(ErrorKind::ValueValidation, message),
+    };
+    error.exit()
+}
+
 fn defaults() -> ConnectionConfig {
     ConnectionConfig::default()
 }
@@ -185,6 +301,8 @@ impl ConnArgs {
     pub fn config(&self, codec: CodecChoice) -> ConnectionConfig {
         let codec: Arc<dyn rpcloop::Codec> = match codec {
             CodecChoice::Envelope => Arc::new(Envelope),
+            CodecChoice::JsonRpc => Arc::new(JsonRpc2::default()),
+            CodecChoice::JsonRpcStringIds => Arc::new(JsonRpc2::with_string_ids()),
         };
         ConnectionConfig {
             connect_timeout: self.connect_timeout.0,

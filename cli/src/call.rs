@@ -17,7 +17,8 @@ use rpcloop::{CallId, CallOptions, ConnId, ConnState, Context, Error, EventLoop,
 use serde_json::value::RawValue;
 
 use crate::args::CallArgs;
-use crate::input::{Input, Next};
+use crate::input::{Check, Input, Next};
+use crate::jsonrpc;
 use crate::output::{Completion, Mode, Purpose, Reporter};
 use crate::parse::CodecChoice;
 use crate::{FAILED, USAGE};
@@ -51,11 +52,12 @@ pub fn run(args: CallArgs) -> ExitCode {
         Mode::Human
     };
     let mut input = if args.messages.is_empty() {
-        Input::from_stdin(args.repeat)
+        let check = args.codec.is_jsonrpc().then_some(jsonrpc::check as Check);
+        Input::from_stdin(args.repeat, check)
     } else {
         Input::from_args(args.messages, args.repeat)
     };
-    let mut report = Reporter::new(mode, Purpose::Call);
+    let mut report = Reporter::new(mode, Purpose::Call, args.codec);
     if args.repeat > 1 && !args.no_progress {
         report.show_progress(input.total());
     }
@@ -239,9 +241,17 @@ impl Call<'_> {
         let options = CallOptions {
             timeout: Some(self.timeout),
         };
-        // The one place the codec shapes a call (JSON-RPC will add its arm here).
+        // The one place the codec shapes a call.
         let submitted = match self.codec {
             CodecChoice::Envelope => ev.submit_with(conn, self.message, options, callback),
+            CodecChoice::JsonRpc | CodecChoice::JsonRpcStringIds => {
+                // Every message was checked when it was read (a bad one is a usage error);
+                // should one get here anyway, its call fails as `encode`, unsent.
+                match jsonrpc::call(self.message) {
+                    Ok(request) => ev.submit_with(conn, request, options, callback),
+                    Err(why) => Err(Error::Encode(serde::ser::Error::custom(why))),
+                }
+            }
         };
         let mut run = run.borrow_mut();
         match submitted {

@@ -16,6 +16,10 @@ use serde_json::value::RawValue;
 /// Lines read ahead of the calls; past it the reading thread waits (bounded memory).
 const READ_AHEAD: usize = 1024;
 
+/// Checks a message beyond its being JSON (`--codec jsonrpc`: a JSON-RPC call); the error says
+/// what is wrong with it.
+pub type Check = fn(&RawValue) -> Result<(), String>;
+
 /// What the reading thread found on a line.
 enum Line {
     Json(Box<RawValue>),
@@ -69,8 +73,9 @@ impl Input {
         }
     }
 
-    /// One JSON text per line of stdin (blank lines skipped), read on a thread of its own.
-    pub fn from_stdin(repeat: u64) -> Self {
+    /// One JSON text per line of stdin (blank lines skipped), read on a thread of its own;
+    /// each passes `check`, if any.
+    pub fn from_stdin(repeat: u64, check: Option<Check>) -> Self {
         let forgiving = io::stdin().is_terminal();
         let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
         // Not joined: at the end of input it ends by itself; if the command ends first (a
@@ -80,7 +85,10 @@ impl Input {
                 let item = match line {
                     Ok(line) if line.trim().is_empty() => continue,
                     Ok(line) => match serde_json::from_str::<Box<RawValue>>(line.trim()) {
-                        Ok(message) => Line::Json(message),
+                        Ok(message) => match check.map_or(Ok(()), |check| check(&message)) {
+                            Ok(()) => Line::Json(message),
+                            Err(why) => Line::Bad(format!("stdin line {}: {why}", n + 1)),
+                        },
                         Err(e) => Line::Bad(format!("stdin line {}: not a JSON text: {e}", n + 1)),
                     },
                     Err(e) => Line::Bad(format!("stdin line {}: {e}", n + 1)),

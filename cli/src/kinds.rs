@@ -31,6 +31,10 @@ pub fn error_kind(e: &Error) -> &'static str {
     }
 }
 
+/// The reason the output gives a JSON-RPC notification that nobody took (the library's
+/// reason for it is `no_id`, as for any frame without an id).
+pub const PUSH: &str = "push";
+
 /// The snake_case reason a frame matched no call.
 pub fn unmatched_reason(reason: UnmatchedReason) -> &'static str {
     match reason {
@@ -39,7 +43,7 @@ pub fn unmatched_reason(reason: UnmatchedReason) -> &'static str {
         UnmatchedReason::NoId => "no_id",
         UnmatchedReason::Malformed => "malformed",
         UnmatchedReason::Binary => "binary",
-        // JSON-RPC notifications ("push") will arrive here: the library's name until pinned.
+        // A reason added to the library later: its own name until pinned here.
         other => other.as_str(),
     }
 }

@@ -4,6 +4,8 @@
 //! one per line, when none is given) and prints each answer with its latency, then a summary;
 //! `rpcloop listen URL` prints what the server pushes; `rpcloop echo-server` runs the example
 //! echo server. `--json` prints one JSON object per line instead (see [`output`]).
+//! `--codec jsonrpc` speaks JSON-RPC 2.0 (see [`jsonrpc`]), and `listen --jsonrpc-subscribe`
+//! prints a subscription's items.
 //!
 //! Exit status: 0 when every call succeeded, 1 when any failed, 2 for a usage error.
 
@@ -12,6 +14,7 @@ mod call;
 mod echo;
 mod fmt;
 mod input;
+mod jsonrpc;
 mod kinds;
 mod listen;
 mod output;
@@ -32,8 +35,16 @@ fn main() -> ExitCode {
     // Help and version exit 0; a usage error prints what was wrong and exits 2.
     let cli = Cli::parse();
     match cli.command {
-        Command::Call(args) => call::run(args),
-        Command::Listen(args) => listen::run(args),
+        Command::Call(args) => {
+            if let Err(why) = args.check() {
+                args::usage_error("call", &why);
+            }
+            call::run(args)
+        }
+        Command::Listen(args) => match args.plan() {
+            Ok((codec, subscribe)) => listen::run(args, codec, subscribe),
+            Err(why) => args::usage_error("listen", &why),
+        },
         Command::EchoServer(args) => echo::run(args),
     }
 }

@@ -7,6 +7,10 @@
 //!
 //! `--json` form: one JSON object per line on stdout (the shapes are the structs below), the
 //! summary last; stderr carries only the progress bar and fatal errors.
+//!
+//! Under JSON-RPC, a frame without an id that is a notification nobody took is reported as
+//! `push` (the library says `no_id` for every frame without an id), and an error answer's
+//! code, message and data are shown with the call (`"remote":{..}` in `--json`).
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Stdout, Write};
@@ -14,12 +18,16 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rpcloop::{CallId, Error, Response, StateChange, Unmatched, UnmatchedReason};
+use rpcloop::{
+    CallId, Error, Notification, Response, StateChange, SubscriptionEvent, Unmatched,
+    UnmatchedReason,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::fmt::{self, duration};
-use crate::kinds;
+use crate::parse::CodecChoice;
+use crate::{jsonrpc, kinds};
 
 /// How much of an unmatched frame `call` shows.
 pub const RAW_LIMIT: usize = 256;
@@ -34,6 +42,55 @@ struct CallLine<'a> {
     error: Option<&'a str>,
     latency_us: u64,
     message: Option<&'a RawValue>,
+    /// With `error_kind` `remote` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteError<'a>>,
+}
+
+/// `"remote":{..}`: the error object a JSON-RPC server answered with.
+#[derive(Serialize)]
+struct RemoteError<'a> {
+    code: i64,
+    message: &'a str,
+    data: Option<&'a RawValue>,
+}
+
+impl<'a> RemoteError<'a> {
+    fn of(error: &'a Error) -> Option<Self> {
+        match error {
+            Error::Remote {
+                code,
+                message,
+                data,
+            } => Some(RemoteError {
+                code: *code,
+                message,
+                data: data.as_deref(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `{"event":"item",..}`: an item of the subscription (`listen --jsonrpc-subscribe`).
+#[derive(Serialize)]
+struct ItemLine<'a> {
+    event: &'static str,
+    /// The key, as the subscribe call's result.
+    subscription: Option<&'a RawValue>,
+    /// The notification's `params.result`.
+    item: Option<&'a RawValue>,
+}
+
+/// `{"event":"subscription",..}`: the subscription was interrupted, made again, or ended.
+#[derive(Serialize)]
+struct SubscriptionLine<'a> {
+    event: &'static str,
+    state: &'static str,
+    reason: Option<&'a str>,
+    error_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteError<'a>>,
 }
 
 /// `{"event":"unmatched",..}`: a frame that matched no call.
@@ -65,6 +122,9 @@ struct Summary<'a> {
     errors: &'a BTreeMap<&'static str, u64>,
     unmatched: u64,
     stale: u64,
+    /// `listen` only: the subscription's items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<u64>,
     elapsed_ms: u64,
 }
 
@@ -102,6 +162,8 @@ pub struct Completion {
 pub struct Reporter {
     mode: Mode,
     purpose: Purpose,
+    /// Frames are JSON-RPC: notifications without a taker are pushes.
+    jsonrpc: bool,
     out: io::BufWriter<Stdout>,
     /// Stdout failed (a pipe whose reader left): nothing more is written to it.
     broken: bool,
@@ -113,16 +175,18 @@ pub struct Reporter {
     errors: BTreeMap<&'static str, u64>,
     unmatched: u64,
     stale: u64,
+    items: u64,
     latencies: Histogram<u64>,
     reconnecting: bool,
 }
 
 impl Reporter {
     /// A reporter writing to this process's stdout and stderr.
-    pub fn new(mode: Mode, purpose: Purpose) -> Self {
+    pub fn new(mode: Mode, purpose: Purpose, codec: CodecChoice) -> Self {
         Reporter {
             mode,
             purpose,
+            jsonrpc: codec.is_jsonrpc(),
             out: io::BufWriter::new(io::stdout()),
             broken: false,
             bar: None,
@@ -132,6 +196,7 @@ impl Reporter {
             errors: BTreeMap::new(),
             unmatched: 0,
             stale: 0,
+            items: 0,
             // Microseconds from 1 to an hour, 3 significant digits: a few tens of KiB.
             latencies: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("constant histogram bounds are valid"),
@@ -190,6 +255,7 @@ impl Reporter {
                             error: None,
                             latency_us,
                             message,
+                            remote: None,
                         })
                     }
                     Mode::Human => format!("#{index} ok {}{id_text} {text}", duration(latency)),
@@ -199,7 +265,7 @@ impl Reporter {
             Err(error) => {
                 let kind = kinds::error_kind(&error);
                 *self.errors.entry(kind).or_default() += 1;
-                let text = error.to_string();
+                let text = error_text(&error);
                 let line = match self.mode {
                     Mode::Json => json(&CallLine {
                         call: index,
@@ -209,6 +275,7 @@ impl Reporter {
                         error: Some(&text),
                         latency_us,
                         message: None,
+                        remote: RemoteError::of(&error),
                     }),
                     Mode::Human if id.is_none() => {
                         format!("#{index} failed ({kind}): {text}")
@@ -232,7 +299,14 @@ impl Reporter {
         if reason == UnmatchedReason::StaleId {
             self.stale += 1;
         }
-        let name = kinds::unmatched_reason(reason);
+        let name = if self.jsonrpc
+            && reason == UnmatchedReason::NoId
+            && jsonrpc::is_notification(frame.as_bytes())
+        {
+            kinds::PUSH
+        } else {
+            kinds::unmatched_reason(reason)
+        };
         let limit = match self.purpose {
             Purpose::Call => Some(RAW_LIMIT),
             Purpose::Listen => None,
@@ -257,6 +331,72 @@ impl Reporter {
             }
         };
         self.line(&line, false);
+    }
+
+    /// Reports an item of the subscription (`listen --jsonrpc-subscribe`): its `params.result`,
+    /// whole.
+    pub fn item(&mut self, notification: &Notification) {
+        self.items += 1;
+        let item = fmt::one_line(notification.item_text());
+        let line = match self.mode {
+            Mode::Json => {
+                let key = notification.subscription_key().map(fmt::one_line);
+                json(&ItemLine {
+                    event: "item",
+                    subscription: key.as_deref().and_then(raw_json),
+                    item: raw_json(&item),
+                })
+            }
+            Mode::Human => item.into_owned(),
+        };
+        self.line(&line, false);
+    }
+
+    /// Reports what befell the subscription other than an item: `Interrupted`,
+    /// `Resubscribed`, or an `Ended` this side did not ask for. `subscribe` names the subscribe
+    /// method, for people.
+    pub fn subscription(&mut self, event: &SubscriptionEvent, subscribe: &str) {
+        let (state, reason, error) = match event {
+            SubscriptionEvent::Item(_) => return,
+            SubscriptionEvent::Interrupted(why) => ("interrupted", Some(why.to_string()), None),
+            SubscriptionEvent::Resubscribed => ("resubscribed", None, None),
+            SubscriptionEvent::Ended(e) => ("ended", Some(error_text(e)), Some(e)),
+            _ => ("other", Some(format!("{event:?}")), None),
+        };
+        match self.mode {
+            Mode::Json => {
+                let line = json(&SubscriptionLine {
+                    event: "subscription",
+                    state,
+                    reason: reason.as_deref(),
+                    error_kind: error.map(kinds::error_kind),
+                    remote: error.and_then(RemoteError::of),
+                });
+                self.line(&line, false);
+            }
+            Mode::Human => match (event, error) {
+                // The connection's end is told by its state change.
+                (
+                    _,
+                    Some(
+                        Error::Disconnected(_)
+                        | Error::NotSent(_)
+                        | Error::Closed
+                        | Error::Shutdown,
+                    ),
+                ) => {}
+                (_, Some(e)) => self.note(&format!(
+                    "{subscribe} failed ({}): {}",
+                    kinds::error_kind(e),
+                    reason.unwrap_or_default()
+                )),
+                (SubscriptionEvent::Resubscribed, _) => self.note("subscribed again"),
+                _ => self.note(&format!(
+                    "subscription {state}: {}",
+                    reason.unwrap_or_default()
+                )),
+            },
+        }
     }
 
     /// Reports a connection state change.
@@ -314,13 +454,14 @@ impl Reporter {
                         errors: &self.errors,
                         unmatched: self.unmatched,
                         stale: self.stale,
+                        items: (self.purpose == Purpose::Listen).then_some(self.items),
                         elapsed_ms,
                     },
                 });
                 self.line(&line, false);
             }
             Mode::Human if self.purpose == Purpose::Listen => {
-                let n = self.unmatched;
+                let n = self.unmatched + self.items;
                 let s = if n == 1 { "" } else { "s" };
                 self.note(&format!("{n} message{s} in {}", duration(elapsed)));
             }
@@ -397,6 +538,21 @@ impl Reporter {
             self.broken = true;
         }
     }
+}
+
+/// An error as the output tells it: its message, and a JSON-RPC error's data after it.
+pub fn error_text(error: &Error) -> String {
+    match error {
+        Error::Remote {
+            data: Some(data), ..
+        } => format!("{error}; data: {}", fmt::one_line(data.get())),
+        _ => error.to_string(),
+    }
+}
+
+/// JSON text the library found in a frame, to print as it is.
+fn raw_json(text: &str) -> Option<&RawValue> {
+    serde_json::from_str(text).ok()
 }
 
 /// One JSON object as text. Serializing these plain structs cannot fail; if it ever did, the

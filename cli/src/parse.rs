@@ -180,25 +180,41 @@ pub fn json_text(s: &str) -> Result<Box<RawValue>, String> {
 pub enum CodecChoice {
     /// rpcloop's `Envelope`: `{"id": N, "message": <payload>}` both ways.
     Envelope,
+    /// JSON-RPC 2.0 (`JsonRpc2`), ids written as numbers: `"id": 5`.
+    JsonRpc,
+    /// JSON-RPC 2.0 with ids written as strings, `"id": "5"`, for servers that require them.
+    JsonRpcStringIds,
+}
+
+impl CodecChoice {
+    /// Whether it speaks JSON-RPC 2.0 (messages are `{"method":..,"params":..}`).
+    pub fn is_jsonrpc(self) -> bool {
+        matches!(self, CodecChoice::JsonRpc | CodecChoice::JsonRpcStringIds)
+    }
 }
 
 impl fmt::Display for CodecChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CodecChoice::Envelope => f.write_str("envelope"),
-        }
+        f.write_str(match self {
+            CodecChoice::Envelope => "envelope",
+            CodecChoice::JsonRpc => "jsonrpc",
+            CodecChoice::JsonRpcStringIds => "jsonrpc-string-ids",
+        })
     }
 }
 
-/// Parses `--codec`. JSON-RPC is named, so asking for it says why it is refused.
+/// Parses `--codec`: `envelope`, `jsonrpc` (also `json-rpc`, `jsonrpc2`) or
+/// `jsonrpc-string-ids`.
 pub fn codec(s: &str) -> Result<CodecChoice, String> {
     match s.to_ascii_lowercase().as_str() {
         "envelope" => Ok(CodecChoice::Envelope),
-        "jsonrpc" | "json-rpc" | "jsonrpc2" => Err(
-            "JSON-RPC 2.0 is not available yet in this version of rpcloop; use --codec envelope"
-                .into(),
-        ),
-        _ => Err(format!("unknown codec {s:?}; the codecs are: envelope")),
+        "jsonrpc" | "json-rpc" | "jsonrpc2" => Ok(CodecChoice::JsonRpc),
+        "jsonrpc-string-ids" | "json-rpc-string-ids" | "jsonrpc2-string-ids" => {
+            Ok(CodecChoice::JsonRpcStringIds)
+        }
+        _ => Err(format!(
+            "unknown codec {s:?}; the codecs are: envelope, jsonrpc, jsonrpc-string-ids"
+        )),
     }
 }
 
@@ -310,9 +326,23 @@ mod tests {
     }
 
     #[test]
-    fn jsonrpc_is_refused_with_a_reason() {
+    fn codecs_by_name() {
         assert_eq!(codec("envelope"), Ok(CodecChoice::Envelope));
-        assert!(codec("jsonrpc").unwrap_err().contains("not available yet"));
-        assert!(codec("xml").unwrap_err().contains("envelope"));
+        assert_eq!(codec("jsonrpc"), Ok(CodecChoice::JsonRpc));
+        assert_eq!(codec("JSON-RPC"), Ok(CodecChoice::JsonRpc));
+        assert_eq!(
+            codec("jsonrpc-string-ids"),
+            Ok(CodecChoice::JsonRpcStringIds)
+        );
+        for choice in [
+            CodecChoice::Envelope,
+            CodecChoice::JsonRpc,
+            CodecChoice::JsonRpcStringIds,
+        ] {
+            assert_eq!(codec(&choice.to_string()), Ok(choice));
+        }
+        assert!(!CodecChoice::Envelope.is_jsonrpc());
+        assert!(CodecChoice::JsonRpcStringIds.is_jsonrpc());
+        assert!(codec("xml").unwrap_err().contains("envelope, jsonrpc"));
     }
 }

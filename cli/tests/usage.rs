@@ -48,19 +48,78 @@ fn bad_arguments_exit_2_with_a_helpful_message() {
 }
 
 #[test]
-fn jsonrpc_is_not_available_yet() {
+fn jsonrpc_messages_and_subscriptions_are_checked_before_connecting() {
+    // Nothing listens at this URL: a usage error is found before any connection is tried.
     let url = "ws://127.0.0.1:9/";
+    let jsonrpc = |message: &str, says: &str| {
+        usage_error(&["call", url, "--codec", "jsonrpc", message], says);
+    };
+    jsonrpc(
+        "1",
+        "the message '1' is not a JSON-RPC call: a JSON-RPC call is an object",
+    );
+    jsonrpc(r#"{"params":[1]}"#, r#"a JSON-RPC call needs a "method""#);
+    jsonrpc(r#"{"method":42}"#, r#""method" must be a string"#);
+    jsonrpc(
+        r#"{"method":"m","params":"x"}"#,
+        r#""params" must be an array or an object"#,
+    );
+    jsonrpc(
+        r#"{"method":"m","parms":[]}"#,
+        r#"unexpected member "parms""#,
+    );
     usage_error(
-        &["call", url, "--codec", "jsonrpc", "1"],
-        "JSON-RPC 2.0 is not available yet",
+        &["call", url, "--codec", "jsonrpc-string-ids", "[]"],
+        r#"write {"method":"NAME","params":[..]}"#,
     );
     usage_error(
         &["call", url, "--codec", "xml", "1"],
-        "the codecs are: envelope",
+        "the codecs are: envelope, jsonrpc, jsonrpc-string-ids",
+    );
+
+    usage_error(
+        &[
+            "listen",
+            url,
+            "--jsonrpc-subscribe",
+            "eth_subscribe",
+            "\"newHeads\"",
+        ],
+        "PARAMS must be a JSON array or object",
     );
     usage_error(
-        &["listen", url, "--jsonrpc-subscribe", "m", "[]"],
-        "unexpected argument",
+        &[
+            "listen",
+            url,
+            "--jsonrpc-subscribe",
+            "eth_subscribe",
+            "[oops",
+        ],
+        "PARAMS is not a JSON text",
+    );
+    usage_error(
+        &["listen", url, "--jsonrpc-subscribe", "watch", "[]"],
+        "give it with --jsonrpc-unsubscribe METHOD",
+    );
+    usage_error(
+        &["listen", url, "--jsonrpc-subscribe", "eth_subscribe"],
+        "2 values required",
+    );
+    usage_error(
+        &["listen", url, "--jsonrpc-unsubscribe", "eth_unsubscribe"],
+        "--jsonrpc-subscribe",
+    );
+    usage_error(
+        &[
+            "listen",
+            url,
+            "--codec",
+            "envelope",
+            "--jsonrpc-subscribe",
+            "eth_subscribe",
+            "[]",
+        ],
+        "--jsonrpc-subscribe needs a JSON-RPC codec",
     );
 }
 
@@ -93,6 +152,21 @@ fn help_documents_every_command_and_option() {
         assert!(
             run.stdout.contains(option),
             "call --help lists {option}:\n{}",
+            run.stdout
+        );
+    }
+    let run = Run::of(&mut rpcloop(["listen", "--help"])).expect_code(0);
+    for option in [
+        "--count",
+        "--duration",
+        "--codec",
+        "--jsonrpc-subscribe <METHOD> <PARAMS>",
+        "--jsonrpc-unsubscribe",
+        r#"{"event":"item","subscription":<key>,"item":<params.result>}"#,
+    ] {
+        assert!(
+            run.stdout.contains(option),
+            "listen --help shows {option}:\n{}",
             run.stdout
         );
     }

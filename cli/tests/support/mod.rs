@@ -6,6 +6,8 @@
 //! with a wall-clock limit, so a hang fails the test instead of stalling it.
 #![allow(dead_code)]
 
+pub mod jsonrpc;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
