@@ -1898,6 +1898,8 @@ fn a_subscribe_answer_its_items_and_the_close_in_one_read_deliver_the_items_firs
 fn pushes_nobody_handles_reach_the_message_handler_in_arrival_order() {
     bounded(|| {
         let server = Server::start(|ws| {
+            // Only once the client has its handler (it says so with a call).
+            let _go = read_call(ws).unwrap();
             notify(ws, "news", &json!(1));
             raw(ws, "not json");
             notify(ws, "news", &json!(2));
@@ -1917,6 +1919,7 @@ fn pushes_nobody_handles_reach_the_message_handler_in_arrival_order() {
                 .push((m.reason(), m.as_text().unwrap_or_default().to_owned()))
         })
         .unwrap();
+        ev.submit(conn, req("go", json!([])), |_, _| {}).unwrap();
         turn_until(&mut ev, |_| seen.borrow().len() == 5);
         settle(&mut ev);
         let reasons: Vec<UnmatchedReason> = seen.borrow().iter().map(|s| s.0).collect();
