@@ -172,11 +172,125 @@ pub enum DisconnectReason {
     /// The WebSocket opening handshake failed (calls waiting for it fail with
     /// [`Error::Handshake`]).
     Handshake(Arc<str>),
+    /// TLS failed (`wss://` only): the server's certificate was refused, the TLS handshake
+    /// broke off, or the TLS session failed later. The text names the cause (unknown issuer,
+    /// name mismatch, expired...) and `kind` classifies it. Calls waiting for the connection
+    /// fail with [`Error::NotSent`]: nothing was written to an unverified server.
+    Tls {
+        /// What went wrong, for a program to act on.
+        kind: TlsErrorKind,
+        /// The cause in words, with the TLS library's own text.
+        message: Arc<str>,
+    },
+}
+
+/// What kind of TLS failure a [`DisconnectReason::Tls`] is.
+///
+/// Certificate problems each have their own kind; they are never worked around (there is no
+/// switch that turns verification off: a server with a private CA is reached by trusting that
+/// CA, see `TlsConfig::Custom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The server's certificate does not chain to a trusted root: self-signed, or signed by a
+    /// CA that is not in the root store.
+    UnknownIssuer,
+    /// The server's certificate is not valid for the host name (or IP address) in the URL.
+    NameMismatch,
+    /// The server's certificate has expired.
+    Expired,
+    /// The server's certificate is not valid yet.
+    NotYetValid,
+    /// The server's certificate has been revoked.
+    Revoked,
+    /// The server's certificate was refused for another reason (bad signature, bad encoding,
+    /// not meant for a TLS server...).
+    BadCertificate,
+    /// The server ended the TLS session with a fatal alert (it refused our certificate, or
+    /// found no protocol version or cipher suite in common, for example).
+    AlertReceived,
+    /// The connection closed or was reset in the middle of the TLS handshake.
+    HandshakeInterrupted,
+    /// The server broke the TLS protocol (or is not speaking TLS at all).
+    Protocol,
+    /// The TLS client could not be set up for this connection.
+    Config,
+}
+
+impl TlsErrorKind {
+    /// The cause in words, as the [`DisconnectReason::Tls`] text starts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TlsErrorKind::UnknownIssuer => {
+                "the server's certificate is not trusted: its issuer is unknown \
+                 (no trusted root certificate signed it)"
+            }
+            TlsErrorKind::NameMismatch => {
+                "the server's certificate is not valid for the host name in the URL"
+            }
+            TlsErrorKind::Expired => "the server's certificate has expired",
+            TlsErrorKind::NotYetValid => "the server's certificate is not valid yet",
+            TlsErrorKind::Revoked => "the server's certificate has been revoked",
+            TlsErrorKind::BadCertificate => "the server's certificate was refused",
+            TlsErrorKind::AlertReceived => "the server sent a fatal TLS alert",
+            TlsErrorKind::HandshakeInterrupted => {
+                "the connection ended in the middle of the TLS handshake"
+            }
+            TlsErrorKind::Protocol => "the server broke the TLS protocol",
+            TlsErrorKind::Config => "the TLS client could not be set up",
+        }
+    }
+}
+
+/// A TLS failure carried inside an `io::Error` from the socket layer up through tungstenite,
+/// so that [`DisconnectReason::from_io`] can tell it apart from a plain socket error.
+#[derive(Debug)]
+pub(crate) struct TlsFailure {
+    pub(crate) kind: TlsErrorKind,
+    pub(crate) message: Arc<str>,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+impl TlsFailure {
+    /// The failure of `kind`, its text the kind's description followed by `detail`.
+    pub(crate) fn new(kind: TlsErrorKind, detail: impl fmt::Display) -> Self {
+        TlsFailure {
+            kind,
+            message: format!("{}: {detail}", kind.describe()).into(),
+        }
+    }
+
+    pub(crate) fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    pub(crate) fn into_reason(self) -> DisconnectReason {
+        DisconnectReason::Tls {
+            kind: self.kind,
+            message: self.message,
+        }
+    }
 }
 
 impl DisconnectReason {
     /// The reason a failed read or write on an open connection stands for.
     pub(crate) fn from_io(e: &io::Error) -> Self {
+        if let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsFailure>())
+        {
+            return DisconnectReason::Tls {
+                kind: tls.kind,
+                message: tls.message.clone(),
+            };
+        }
         match e.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -241,6 +355,7 @@ impl fmt::Display for DisconnectReason {
                  (the peer or the network path to it is gone)",
             ),
             DisconnectReason::Handshake(why) => write!(f, "the WebSocket handshake failed: {why}"),
+            DisconnectReason::Tls { message, .. } => write!(f, "TLS failed: {message}"),
         }
     }
 }
@@ -270,5 +385,25 @@ mod tests {
         assert_eq!(e.to_string(), "message too large: 10 bytes, the limit is 5");
         let io = Error::from(io::Error::other("boom"));
         assert!(std::error::Error::source(&io).is_some());
+    }
+
+    #[test]
+    fn a_tls_failure_survives_the_trip_through_io_error() {
+        let failure = TlsFailure::new(TlsErrorKind::NameMismatch, "not valid for \"a.test\"");
+        let reason = DisconnectReason::from_io(&failure.into_io());
+        assert_eq!(
+            reason,
+            DisconnectReason::Tls {
+                kind: TlsErrorKind::NameMismatch,
+                message: "the server's certificate is not valid for the host name in the URL: \
+                          not valid for \"a.test\""
+                    .into(),
+            }
+        );
+        assert_eq!(
+            Error::NotSent(reason).to_string(),
+            "request not sent, the server never saw it: TLS failed: the server's certificate \
+             is not valid for the host name in the URL: not valid for \"a.test\""
+        );
     }
 }
