@@ -66,6 +66,10 @@ pub struct ConnectionConfig {
     pub headers: Vec<(String, String)>,
     /// The wire format of requests and answers. Default: [`Envelope`].
     pub codec: Arc<dyn Codec>,
+    /// How a `wss://` connection verifies the server (ignored for `ws://`). Default:
+    /// [`TlsConfig::WebPki`], Mozilla's root certificates.
+    #[cfg(feature = "tls")]
+    pub tls: TlsConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -84,8 +88,57 @@ impl Default for ConnectionConfig {
             nodelay: true,
             headers: Vec::new(),
             codec: Arc::new(Envelope),
+            #[cfg(feature = "tls")]
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// How a `wss://` connection trusts the server: which root certificates, or a whole rustls
+/// client configuration.
+///
+/// The server's certificate is always verified: its chain must lead to a trusted root, be
+/// valid now, and name the URL's host (sent as SNI too). Failures end the connection with
+/// [`DisconnectReason::Tls`](crate::DisconnectReason::Tls), naming the cause. There is no
+/// switch to turn verification off; a server with its own CA is reached by trusting that CA:
+///
+/// ```
+/// use rpcloop::rustls::RootCertStore;
+/// use rpcloop::rustls::pki_types::{CertificateDer, pem::PemObject};
+/// use rpcloop::{ConnectionConfig, TlsConfig};
+///
+/// # fn ca_pem() -> Vec<u8> { Vec::new() }
+/// let mut roots = RootCertStore::empty();
+/// for cert in CertificateDer::pem_slice_iter(&ca_pem()) {
+///     roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+/// }
+/// let config = ConnectionConfig {
+///     tls: TlsConfig::Custom(roots),
+///     ..ConnectionConfig::default()
+/// };
+/// ```
+///
+/// The rustls configuration is built when [`connect`](crate::Context::connect) is called and
+/// reused by the connection's reconnects; the default one (Mozilla's roots) is built once per
+/// process. rpcloop builds its configurations with rustls's `ring` provider, TLS 1.2 and 1.3.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum TlsConfig {
+    /// Mozilla's root certificates, bundled in the binary (the `webpki-roots` crate): the
+    /// same trust on every machine, nothing read from the system. The default.
+    #[default]
+    WebPki,
+    /// The platform's certificate store (on Linux, the system's CA bundle; `SSL_CERT_FILE`
+    /// and `SSL_CERT_DIR` are honoured), read once per process. Needs the `native-roots`
+    /// feature.
+    #[cfg(feature = "native-roots")]
+    Native,
+    /// These roots only: a private CA, or a pinned set.
+    Custom(rustls::RootCertStore),
+    /// A complete rustls client configuration, used as it is: client certificates, ALPN,
+    /// another crypto provider, a verifier of your own. SNI still comes from the URL's host.
+    ClientConfig(Arc<rustls::ClientConfig>),
 }
 
 /// How a lost connection comes back: exponential backoff with jitter, capped, optionally

@@ -167,6 +167,8 @@ mod driver;
 mod error;
 mod stats;
 
+#[cfg(feature = "tls")]
+pub use crate::config::TlsConfig;
 pub use crate::config::{CallOptions, ConnectionConfig, ReconnectPolicy};
 pub use crate::core::call_id::CallId;
 pub use crate::core::codec::{Codec, CodecError, Decoded, Envelope, IdStyle, JsonRpc2};
@@ -184,8 +186,12 @@ pub use crate::driver::message::Message;
 pub use crate::driver::state_change::StateChange;
 pub use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 pub use crate::driver::subscription_queue::{Overflow, QueueOptions, Subscription};
-pub use crate::error::{DisconnectReason, Error};
+pub use crate::error::{DisconnectReason, Error, TlsErrorKind};
 pub use crate::stats::ConnStats;
+/// The rustls crate rpcloop's `wss://` is built on, for [`TlsConfig::Custom`] root stores and
+/// [`TlsConfig::ClientConfig`] configurations (so that they come from the same version).
+#[cfg(feature = "tls")]
+pub use rustls;
 
 /// The README's usage example, compiled as a doctest so it cannot rot.
 #[cfg(doctest)]
