@@ -1,10 +1,11 @@
 //! One connection's socket and its state machine:
-//! connecting -> handshaking -> open -> closing -> closed, and, with a reconnect policy,
-//! lost -> reconnecting (backing off) -> connecting again.
+//! connecting -> (for `wss://`: TLS handshaking ->) handshaking -> open -> closing -> closed,
+//! and, with a reconnect policy, lost -> reconnecting (backing off) -> connecting again.
 //!
 //! The mio interest is derived from the state: READABLE always, WRITABLE while connecting and
-//! handshaking (to learn that the connect finished and to push the request out) and, once open,
-//! only while bytes wait in the write buffer, so an idle connection causes no wake-ups.
+//! handshaking (to learn that the connect finished and to push the handshakes out) and, once
+//! open, only while bytes wait to be written (in tungstenite's buffer, or as TLS records), so an
+//! idle connection causes no wake-ups.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -28,6 +29,7 @@ use crate::driver::message::Message;
 use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
 use crate::driver::subscription::NotificationHandler;
+use crate::driver::tls::TlsTarget;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -92,6 +94,8 @@ pub(crate) enum Queued {
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
+    /// `wss://`: TCP connected, TLS handshake under way; the WebSocket handshake waits for it.
+    TlsHandshaking(Stream, Box<Request>),
     Handshaking(Box<MidHandshake<ClientHandshake<Stream>>>),
     Open(Box<WebSocket<Stream>>),
     Gone,
@@ -101,6 +105,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Socket::Connecting(..) => "Connecting",
+            Socket::TlsHandshaking(..) => "TlsHandshaking",
             Socket::Handshaking(_) => "Handshaking",
             Socket::Open(_) => "Open",
             Socket::Gone => "Gone",
@@ -131,6 +136,8 @@ pub(crate) struct Connection {
     pub(crate) subscription_keys: HashMap<Box<str>, u64>,
     /// The peer's address (reconnects go there again).
     pub(crate) addr: SocketAddr,
+    /// `wss://`: what each connect attempt's TLS session is made from.
+    pub(crate) tls: Option<Box<TlsTarget>>,
     /// Calls and messages submitted before the connection opened, in submit order. The
     /// calls' requests wait in the pending table; ids of calls that completed meanwhile are
     /// skipped when draining.
@@ -162,6 +169,7 @@ impl Connection {
         stream: TcpStream,
         request: Request,
         addr: SocketAddr,
+        tls: Option<TlsTarget>,
         config: ConnectionConfig,
         seed: u64,
     ) -> Self {
@@ -185,6 +193,7 @@ impl Connection {
             notification_handlers: HashMap::new(),
             subscription_keys: HashMap::new(),
             addr,
+            tls: tls.map(Box::new),
             queued: VecDeque::new(),
             queued_bytes: 0,
             queued_messages: 0,
@@ -225,6 +234,7 @@ impl Connection {
         }
         self.violation = None;
         self.reconnect = None;
+        self.tls = None;
     }
 
     /// Ended, with its socket dropped: only its handlers' last deliveries remain.
@@ -240,6 +250,7 @@ impl Connection {
     pub(crate) fn stream_mut(&mut self) -> Option<&mut TcpStream> {
         match &mut self.socket {
             Socket::Connecting(stream, _) => Some(stream),
+            Socket::TlsHandshaking(stream, _) => Some(stream.tcp_mut()),
             Socket::Handshaking(mid) => Some(mid.get_mut().get_mut().tcp_mut()),
             Socket::Open(ws) => Some(ws.get_mut().tcp_mut()),
             Socket::Gone => None,

@@ -36,6 +36,7 @@ use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
 use crate::driver::subscription::{SubscriptionEntry, SubscriptionEvent};
+use crate::driver::tls;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
@@ -130,32 +131,57 @@ impl Context {
         Handle::new(self.shared.clone())
     }
 
-    /// Opens a connection to a `ws://` URL. Returns at once: the TCP connect and the WebSocket
-    /// handshake proceed inside [`EventLoop::turn`](crate::EventLoop::turn), and calls
-    /// submitted meanwhile wait for the connection to open (their deadlines still run).
+    /// Opens a connection to a `ws://` or `wss://` URL. Returns at once: the TCP connect, the
+    /// TLS handshake (`wss://`) and the WebSocket handshake proceed inside
+    /// [`EventLoop::turn`](crate::EventLoop::turn), driven by the same readiness events as
+    /// everything else, and calls submitted meanwhile wait for the connection to open (their
+    /// deadlines still run).
     ///
     /// The host name is resolved here, with the system resolver, which may block; to keep this
     /// call free of that, resolve it yourself and use [`connect_addr`](Self::connect_addr).
     ///
+    /// `wss://` (feature `tls`, on by default) verifies the server's certificate against the
+    /// roots [`ConnectionConfig::tls`] names (Mozilla's by default) and the URL's host, which is
+    /// also sent as SNI. A certificate refused, or a TLS handshake that breaks off, ends the
+    /// connection with [`DisconnectReason::Tls`] naming the cause, and the calls waiting for it
+    /// fail with [`Error::NotSent`]:
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop) -> Result<(), Error> {
+    /// let conn = ev.connect("wss://example.com/socket", ConnectionConfig::default())?;
+    /// ev.submit(conn, 1, |_, result| match result {
+    ///     Err(Error::NotSent(DisconnectReason::Tls { kind, message })) => {
+    ///         eprintln!("TLS refused ({kind:?}): {message}")
+    ///     }
+    ///     other => println!("{other:?}"),
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
-    /// [`Error::InvalidUrl`] if the URL is not `ws://` or its host does not resolve;
-    /// [`Error::Io`] if the socket cannot be created or registered; [`Error::Handshake`] if a
-    /// configured header is not a valid HTTP header.
+    /// [`Error::InvalidUrl`] if the URL is not `ws://` or `wss://` (or is `wss://` in a build
+    /// without the `tls` feature), or its host does not resolve (or, for `wss://`, is not a
+    /// name a certificate can be checked against); [`Error::Io`] if the socket cannot be
+    /// created or registered, or the platform's certificate store cannot be read
+    /// (`TlsConfig::Native`); [`Error::Handshake`] if a configured header is not a valid HTTP
+    /// header.
     pub fn connect(&mut self, url: &str, config: ConnectionConfig) -> Result<ConnId, Error> {
-        let request = parse_url(url)?;
+        let (request, secure) = parse_url(url)?;
         let uri = request.uri();
         let host = uri.host().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let addr = (host, port)
             .to_socket_addrs()
             .map_err(|e| Error::InvalidUrl(format!("{url}: cannot resolve {host}: {e}")))?
             .next()
             .ok_or_else(|| Error::InvalidUrl(format!("{url}: {host} has no address")))?;
-        self.open(request, addr, config)
+        self.open(request, secure, addr, config)
     }
 
-    /// Opens a connection to `addr`, using `url` for the handshake's `Host` header and path.
+    /// Opens a connection to `addr`, using `url` for the handshake's `Host` header and path
+    /// (and, for `wss://`, the name the server's certificate must carry).
     /// Nothing blocks: see [`connect`](Self::connect).
     ///
     /// # Errors
@@ -166,19 +192,27 @@ impl Context {
         addr: SocketAddr,
         config: ConnectionConfig,
     ) -> Result<ConnId, Error> {
-        let request = parse_url(url)?;
-        self.open(request, addr, config)
+        let (request, secure) = parse_url(url)?;
+        self.open(request, secure, addr, config)
     }
 
     fn open(
         &mut self,
         mut request: Request,
+        secure: bool,
         addr: SocketAddr,
         config: ConnectionConfig,
     ) -> Result<ConnId, Error> {
         if self.shut_down {
             return Err(Error::Shutdown);
         }
+        let tls = if secure {
+            let host = request.uri().host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some(tls::target(&config, host)?)
+        } else {
+            None
+        };
         for (name, value) in &config.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| Error::Handshake(format!("header name {name:?}: {e}")))?;
@@ -196,7 +230,7 @@ impl Context {
         )?;
         // Spreads the reconnect delays of clients that lost the same server apart.
         let seed = std::collections::hash_map::RandomState::new().hash_one(index);
-        entry.insert(Connection::new(stream, request, addr, config, seed));
+        entry.insert(Connection::new(stream, request, addr, tls, config, seed));
         self.arm_connect_timer(index);
         self.change_state(index, StateChange::Connecting);
         Ok(ConnId::new(index))
@@ -596,17 +630,17 @@ impl Context {
     }
 }
 
-/// Parses a `ws://` URL into a handshake request.
-fn parse_url(url: &str) -> Result<Request, Error> {
+/// Parses a `ws://` or `wss://` URL into a handshake request, and whether it is `wss://`.
+fn parse_url(url: &str) -> Result<(Request, bool), Error> {
     let request = url
         .into_client_request()
         .map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
     match request.uri().scheme_str() {
-        Some("ws") => Ok(request),
-        Some("wss") => Err(Error::InvalidUrl(format!(
-            "{url}: wss:// (TLS) is not supported yet; use ws://"
+        Some("ws") => Ok((request, false)),
+        Some("wss") => Ok((request, true)),
+        _ => Err(Error::InvalidUrl(format!(
+            "{url}: expected a ws:// or wss:// URL"
         ))),
-        _ => Err(Error::InvalidUrl(format!("{url}: expected a ws:// URL"))),
     }
 }
 

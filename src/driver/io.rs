@@ -14,6 +14,7 @@ use mio::Token;
 use tungstenite::client::client_with_config;
 use tungstenite::error::ProtocolError;
 use tungstenite::handshake::HandshakeError;
+use tungstenite::handshake::client::Request;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
@@ -46,12 +47,14 @@ impl Context {
             return;
         };
         match &mut c.socket {
+            Socket::TlsHandshaking(stream, _) => stream.on_event(read_closed),
             Socket::Handshaking(mid) => mid.get_mut().get_mut().on_event(read_closed),
             Socket::Open(ws) => ws.get_mut().on_event(read_closed),
             Socket::Connecting(..) | Socket::Gone => {}
         }
         match &mut c.socket {
             Socket::Connecting(..) => self.progress_connect(index),
+            Socket::TlsHandshaking(..) => self.progress_tls(index),
             Socket::Handshaking(_) => {
                 let Socket::Handshaking(mid) = mem::replace(&mut c.socket, Socket::Gone) else {
                     unreachable!()
@@ -92,6 +95,45 @@ impl Context {
                 log::debug!("connection {index}: TCP_NODELAY not set: {e}");
             }
         }
+        let Some(tls) = &c.tls else {
+            log::debug!("connection {index}: TCP connected, handshaking");
+            return self.start_handshake(index, Stream::new(stream), request);
+        };
+        // wss://: a fresh TLS session for every attempt (a reconnect too).
+        match tls.session() {
+            Ok(session) => {
+                log::debug!("connection {index}: TCP connected, TLS handshaking");
+                c.socket = Socket::TlsHandshaking(Stream::with_tls(stream, session), request);
+                self.progress_tls(index);
+            }
+            Err(reason) => self.fail(index, reason),
+        }
+    }
+
+    /// Moves a TLS handshake along; once it is done, starts the WebSocket handshake over it.
+    fn progress_tls(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        let Socket::TlsHandshaking(stream, _) = &mut c.socket else {
+            return;
+        };
+        match stream.tls_handshake() {
+            Ok(false) => {} // waits for the server
+            Ok(true) => {
+                let Socket::TlsHandshaking(stream, request) =
+                    mem::replace(&mut c.socket, Socket::Gone)
+                else {
+                    unreachable!()
+                };
+                log::debug!("connection {index}: TLS established, handshaking");
+                self.start_handshake(index, stream, request);
+            }
+            Err(reason) => self.fail(index, reason),
+        }
+    }
+
+    /// Starts the WebSocket opening handshake over `stream`.
+    fn start_handshake(&mut self, index: usize, stream: Stream, request: Box<Request>) {
+        let c = &self.conns[index];
         // tungstenite panics unless its write threshold (when a buffered write goes to the
         // socket, 128 KiB by default) is below the buffer's cap: a small cap lowers it.
         let cap = c.config.max_write_buffer.max(1);
@@ -100,11 +142,7 @@ impl Context {
             .max_frame_size(Some(c.config.max_frame_size))
             .write_buffer_size((128 << 10).min(cap / 2))
             .max_write_buffer_size(cap);
-        log::debug!("connection {index}: TCP connected, handshaking");
-        self.after_handshake(
-            index,
-            client_with_config(*request, Stream::new(stream), Some(ws_config)),
-        );
+        self.after_handshake(index, client_with_config(*request, stream, Some(ws_config)));
     }
 
     fn after_handshake(&mut self, index: usize, result: Handshake) {

@@ -16,8 +16,14 @@ pub(crate) mod message;
 mod reconnect;
 pub(crate) mod state_change;
 mod stream;
+// TLS for wss:// (feature `tls`); without it, empty stand-ins that `connect` never reaches.
 pub(crate) mod subscription;
 pub(crate) mod subscription_queue;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_disabled.rs"]
+mod tls;
 
 /// The token of the loop's `mio::Waker`, through which handles wake it.
 pub(crate) const WAKER: mio::Token = mio::Token(usize::MAX);

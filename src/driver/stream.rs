@@ -1,37 +1,110 @@
-//! [`Stream`]: the TCP stream under a WebSocket, which skips the read that would only say
-//! `WouldBlock`.
+//! [`Stream`]: the socket under a WebSocket, plain TCP or TLS over it, which skips the TCP read
+//! that would only say `WouldBlock`.
 //!
 //! mio's readiness is edge-triggered, so a connection is read until the socket has nothing
 //! left. tungstenite reads until a read returns `WouldBlock`, which costs one more `recvfrom`
 //! per readiness event. But a read that returns fewer bytes than asked for has already emptied
 //! the kernel's buffer: anything arriving later raises a new edge, and so a new event. After
-//! such a short read, `Stream` answers `WouldBlock` itself until the next event (as tokio does,
+//! such a short read, [`Tcp`] answers `WouldBlock` itself until the next event (as tokio does,
 //! for the same reason).
 //!
 //! One exception: a peer's FIN that arrived before the data was read raises no further edge,
 //! and only a read returning 0 reveals it. Once an event reports the read side closed (or an
 //! error), every read goes to the socket.
+//!
+//! The shortcut is about the *kernel's* buffer, so it is applied to TCP reads only, and with TLS
+//! that is the reads rustls makes to fetch records. A short TCP read says nothing of what TLS
+//! holds: one read may bring several records whose plaintext rustls keeps until asked. So a TLS
+//! stream hands out decrypted plaintext first, and only when none is left asks [`Tcp`] for more
+//! records, which is when the shortcut may answer `WouldBlock` (see `tls.rs`).
 
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
-/// A [`TcpStream`] that remembers whether its receive buffer is known to be empty.
-#[derive(Debug)]
-pub(crate) struct Stream {
-    tcp: TcpStream,
+use crate::driver::tls::TlsSession;
+
+/// What is known of the kernel's receive buffer since the last readiness event.
+#[derive(Debug, Default)]
+pub(crate) struct RecvState {
     /// A read came back short since the last readiness event: the socket has nothing more.
     drained: bool,
     /// An event reported the peer's FIN or an error: never assume drained again.
     read_closed: bool,
 }
 
+/// A TCP stream borrowed with its [`RecvState`]: reads skip the syscall that could only say
+/// `WouldBlock`; writes go straight to the socket.
+pub(crate) struct Tcp<'a> {
+    pub(crate) stream: &'a mut TcpStream,
+    pub(crate) recv: &'a mut RecvState,
+}
+
+impl Read for Tcp<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.recv.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.stream.read(buf) {
+            Ok(n) => {
+                self.recv.drained = n > 0 && n < buf.len() && !self.recv.read_closed;
+                Ok(n)
+            }
+            Err(e) => {
+                self.recv.drained = e.kind() == io::ErrorKind::WouldBlock;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Write for Tcp<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A connection's socket: a [`TcpStream`] that remembers whether its receive buffer is known
+/// to be empty, with a TLS session over it for `wss://`.
+pub(crate) struct Stream {
+    tcp: TcpStream,
+    recv: RecvState,
+    tls: Option<Box<TlsSession>>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("tcp", &self.tcp)
+            .field("recv", &self.recv)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 impl Stream {
     pub(crate) fn new(tcp: TcpStream) -> Self {
         Stream {
             tcp,
-            drained: false,
-            read_closed: false,
+            recv: RecvState::default(),
+            tls: None,
+        }
+    }
+
+    /// A stream whose bytes go through `tls` (its handshake still to do: [`Self::tls_handshake`]).
+    pub(crate) fn with_tls(tcp: TcpStream, tls: TlsSession) -> Self {
+        Stream {
+            tcp,
+            recv: RecvState::default(),
+            tls: Some(Box::new(tls)),
         }
     }
 
@@ -41,40 +114,75 @@ impl Stream {
 
     /// A readiness event arrived: the socket may have something to read again.
     pub(crate) fn on_event(&mut self, read_closed: bool) {
-        self.drained = false;
-        self.read_closed |= read_closed;
+        self.recv.drained = false;
+        self.recv.read_closed |= read_closed;
+    }
+
+    /// Moves the TLS handshake along as far as the socket allows: `Ok(true)` once it is done
+    /// (at once for a plain stream), `Ok(false)` while it waits for the peer.
+    ///
+    /// # Errors
+    /// The reason the connection must fail: a refused certificate, an alert, the peer gone.
+    pub(crate) fn tls_handshake(&mut self) -> Result<bool, crate::error::DisconnectReason> {
+        let mut tcp = Tcp {
+            stream: &mut self.tcp,
+            recv: &mut self.recv,
+        };
+        match &mut self.tls {
+            None => Ok(true),
+            Some(tls) => tls.handshake(&mut tcp),
+        }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        match self.tcp.read(buf) {
-            Ok(n) => {
-                self.drained = n > 0 && n < buf.len() && !self.read_closed;
-                Ok(n)
-            }
-            Err(e) => {
-                self.drained = e.kind() == io::ErrorKind::WouldBlock;
-                Err(e)
-            }
+        let mut tcp = Tcp {
+            stream: &mut self.tcp,
+            recv: &mut self.recv,
+        };
+        match &mut self.tls {
+            None => tcp.read(buf),
+            Some(tls) => tls.read(&mut tcp, buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
+        match &mut self.tls {
+            None => self.tcp.write(buf),
+            Some(tls) => tls.write(&mut self.tcp, buf),
+        }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.tcp.write_vectored(bufs)
+        match &mut self.tls {
+            None => self.tcp.write_vectored(bufs),
+            Some(tls) => {
+                let buf = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                tls.write(&mut self.tcp, buf)
+            }
+        }
     }
 
+    /// With TLS, `WouldBlock` while encrypted records wait for the socket to take them: the
+    /// connection then asks for WRITABLE, as it does for tungstenite's own buffer.
     fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
+        match &mut self.tls {
+            None => self.tcp.flush(),
+            Some(tls) => tls.flush(&mut self.tcp),
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// A TLS session that ends while healthy says so (`close_notify`, RFC 8446 §6.1), best
+    /// effort: the socket is non-blocking and about to close.
+    fn drop(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.close(&mut self.tcp);
+        }
     }
 }
 
@@ -169,7 +277,7 @@ mod tests {
         };
         assert_eq!(&buf[..n], b"bye");
         assert!(
-            !stream.drained,
+            !stream.recv.drained,
             "a short read after a reported FIN must not be trusted"
         );
         assert_eq!(
