@@ -368,7 +368,7 @@ fn configured_headers_go_with_the_handshake() {
             seen = Some((req.uri().to_string(), auth));
             Ok(resp)
         };
-        let mut ws = tungstenite::accept_hdr(stream, callback).unwrap();
+        let mut ws = tungstenite::accept_hdr(ServerStream::Plain(stream), callback).unwrap();
         echo(&mut ws);
         seen.unwrap()
     });

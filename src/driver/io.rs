@@ -158,6 +158,13 @@ impl Context {
             Err(HandshakeError::Interrupted(mid)) => {
                 self.conns[index].socket = Socket::Handshaking(Box::new(mid));
             }
+            // TLS failing under the WebSocket handshake (a server that refuses our client
+            // certificate says so only after its own handshake is done) is a TLS failure.
+            Err(HandshakeError::Failure(e @ tungstenite::Error::Io(_)))
+                if matches!(DisconnectReason::from_ws(&e), DisconnectReason::Tls { .. }) =>
+            {
+                self.fail(index, DisconnectReason::from_ws(&e));
+            }
             Err(HandshakeError::Failure(e)) => {
                 self.fail(index, DisconnectReason::Handshake(failure_text(&e).into()));
             }
