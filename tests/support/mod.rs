@@ -4,14 +4,21 @@
 //! its own thread) against each client it accepts. Scripts use the helpers below to read
 //! requests and write answers in whatever order, shape or timing a test needs. Every socket
 //! has a read timeout, so a script waiting for a client that never comes ends by itself.
+//!
+//! A server speaks `ws://` or, started with [`Transport::Tls`], `wss://` (rustls over the same
+//! socket, a certificate from the test CA of [`tls`]); the scripts are the same either way, so
+//! a test written against a [`Transport`] runs over both ([`over_ws_and_wss!`]).
 #![allow(dead_code)]
 
 pub mod jsonrpc;
 pub mod memory;
 pub mod raw;
+pub mod tls;
 
 use std::cell::RefCell;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -21,19 +28,147 @@ use serde_json::Value;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-pub type Ws = WebSocket<TcpStream>;
+pub type Ws = WebSocket<ServerStream>;
+
+/// What a test server speaks: `ws://`, or `wss://` with a certificate of the test PKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// TLS, presenting this certificate.
+    Tls(tls::Cert),
+}
+
+/// `wss://` with the good certificate: what a client trusting the test CA accepts.
+pub const TLS: Transport = Transport::Tls(tls::Cert::Good);
+
+impl Transport {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Plain => "ws",
+            Transport::Tls(_) => "wss",
+        }
+    }
+
+    /// `config` as a client of this transport's servers needs it: for TLS, trusting the test
+    /// CA (and nothing else).
+    pub fn client(self, config: ConnectionConfig) -> ConnectionConfig {
+        match self {
+            Transport::Plain => config,
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => ConnectionConfig {
+                tls: rpcloop::TlsConfig::Custom(tls::pki().roots()),
+                ..config
+            },
+            #[cfg(not(feature = "tls"))]
+            Transport::Tls(_) => panic!("wss:// needs the tls feature"),
+        }
+    }
+
+    /// The server's side of an accepted socket.
+    fn accept(self, tcp: TcpStream) -> io::Result<ServerStream> {
+        Ok(match self {
+            Transport::Plain => ServerStream::Plain(tcp),
+            Transport::Tls(cert) => {
+                let conn = rustls::ServerConnection::new(tls::pki().server_config(cert))
+                    .map_err(io::Error::other)?;
+                ServerStream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        })
+    }
+}
+
+/// A test server's socket: plain TCP, or TLS over it (blocking rustls; the TLS handshake runs
+/// inside the first read or write). It dereferences to the TCP stream, for socket options.
+pub enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for ServerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ServerStream::Plain(s) => s.read(buf),
+            ServerStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ServerStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ServerStream::Plain(s) => s.write(buf),
+            ServerStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ServerStream::Plain(s) => s.flush(),
+            ServerStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Deref for ServerStream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        match self {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl DerefMut for ServerStream {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        match self {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => &mut s.sock,
+        }
+    }
+}
+
+/// Runs a test written for a [`Transport`] over both: `over_ws_and_wss!(name, ...)` makes
+/// `name::ws` and (with the `tls` feature) `name::wss`, calling `name(Transport::Plain)` and
+/// `name(TLS)`.
+#[macro_export]
+macro_rules! over_ws_and_wss {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn ws() {
+                super::$test($crate::support::Transport::Plain)
+            }
+
+            #[cfg(feature = "tls")]
+            #[test]
+            fn wss() {
+                super::$test($crate::support::TLS)
+            }
+        }
+    )*};
+}
 
 /// A server thread and its address.
 pub struct Server {
     pub addr: SocketAddr,
+    pub transport: Transport,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Accepts one client and runs `script` on it.
     pub fn start(script: impl FnOnce(&mut Ws) + Send + 'static) -> Server {
+        Server::start_with(Transport::Plain, script)
+    }
+
+    /// Accepts one client over `transport` and runs `script` on it.
+    pub fn start_with(
+        transport: Transport,
+        script: impl FnOnce(&mut Ws) + Send + 'static,
+    ) -> Server {
         let mut script = Some(script);
-        Server::start_many(1, move |ws, _| {
+        Server::start_many_with(transport, 1, move |ws, _| {
             if let Some(script) = script.take() {
                 script(ws)
             }
@@ -45,16 +180,34 @@ impl Server {
         clients: usize,
         script: impl FnMut(&mut Ws, usize) + Send + 'static,
     ) -> Server {
+        Server::start_many_with(Transport::Plain, clients, script)
+    }
+
+    /// [`start_many`](Self::start_many) over `transport`.
+    pub fn start_many_with(
+        transport: Transport,
+        clients: usize,
+        script: impl FnMut(&mut Ws, usize) + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Server::serve(listener, clients, script)
+        Server::serve(transport, listener, clients, script)
     }
 
     /// Like [`start`](Self::start), on a given address (a server restarting on its old port).
     pub fn start_at(addr: SocketAddr, script: impl FnOnce(&mut Ws) + Send + 'static) -> Server {
+        Server::start_at_with(Transport::Plain, addr, script)
+    }
+
+    /// [`start_at`](Self::start_at) over `transport`.
+    pub fn start_at_with(
+        transport: Transport,
+        addr: SocketAddr,
+        script: impl FnOnce(&mut Ws) + Send + 'static,
+    ) -> Server {
         // std sets SO_REUSEADDR on Unix, so the port is free again despite TIME_WAIT.
         let listener = TcpListener::bind(addr).expect("bind the old address");
         let mut script = Some(script);
-        Server::serve(listener, 1, move |ws, _| {
+        Server::serve(transport, listener, 1, move |ws, _| {
             if let Some(script) = script.take() {
                 script(ws)
             }
@@ -62,6 +215,7 @@ impl Server {
     }
 
     fn serve(
+        transport: Transport,
         listener: TcpListener,
         clients: usize,
         mut script: impl FnMut(&mut Ws, usize) + Send + 'static,
@@ -74,7 +228,11 @@ impl Server {
                     .set_read_timeout(Some(Duration::from_secs(20)))
                     .unwrap();
                 stream.set_nodelay(true).unwrap();
+                let Ok(stream) = transport.accept(stream) else {
+                    continue;
+                };
                 let config = WebSocketConfig::default().write_buffer_size(1 << 20);
+                // A client that refuses the certificate fails the TLS handshake here.
                 let Ok(mut ws) = tungstenite::accept_with_config(stream, Some(config)) else {
                     continue;
                 };
@@ -83,12 +241,18 @@ impl Server {
         });
         Server {
             addr,
+            transport,
             thread: Some(thread),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+        format!("{}://{}/", self.transport.scheme(), self.addr)
+    }
+
+    /// `config` as a client of this server needs it (see [`Transport::client`]).
+    pub fn client(&self, config: ConnectionConfig) -> ConnectionConfig {
+        self.transport.client(config)
     }
 
     /// Waits for the script to end (it panics the test if the script panicked).
@@ -226,7 +390,9 @@ pub fn without_keepalive() -> ConnectionConfig {
 /// A loop connected (open) to `server`.
 pub fn connected(server: &Server, config: ConnectionConfig) -> (EventLoop, ConnId) {
     let mut ev = EventLoop::new().expect("loop");
-    let conn = ev.connect(&server.url(), config).expect("connect");
+    let conn = ev
+        .connect(&server.url(), server.client(config))
+        .expect("connect");
     turn_until(&mut ev, |ev| {
         ev.state(conn) == Some(rpcloop::ConnState::Open)
     });
@@ -318,9 +484,14 @@ pub fn close_and_wait(ev: &mut EventLoop, conn: ConnId) {
 /// The loop is still fit for work: a new connection to a healthy echo server opens and
 /// answers a call, and closes cleanly.
 pub fn assert_serves_another_connection(ev: &mut EventLoop) {
-    let server = Server::start(echo);
+    assert_serves_another_connection_over(ev, Transport::Plain);
+}
+
+/// [`assert_serves_another_connection`] with a server of `transport`.
+pub fn assert_serves_another_connection_over(ev: &mut EventLoop, transport: Transport) {
+    let server = Server::start_with(transport, echo);
     let conn = ev
-        .connect(&server.url(), ConnectionConfig::default())
+        .connect(&server.url(), server.client(ConnectionConfig::default()))
         .expect("connect again");
     let outcomes = Outcomes::new(1);
     ev.submit(
