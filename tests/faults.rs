@@ -22,10 +22,9 @@ fn short(ms: u64) -> CallOptions {
     }
 }
 
-#[test]
-fn a_silent_server_times_calls_out_with_no_inbound_traffic() {
+fn a_silent_server_times_calls_out_with_no_inbound_traffic(transport: Transport) {
     bounded(|| {
-        let server = Server::start(drain_until_closed);
+        let server = Server::start_with(transport, drain_until_closed);
         // No keepalive: then nothing at all is left to wake up for.
         let (mut ev, conn) = connected(&server, without_keepalive());
         let outcomes = Outcomes::new(20);
@@ -42,15 +41,16 @@ fn a_silent_server_times_calls_out_with_no_inbound_traffic() {
         assert_eq!((stats.messages_received, stats.timeouts), (0, 20));
         assert!(!ev.has_pending());
         assert_eq!(ev.next_deadline(), None);
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
 
-#[test]
-fn a_late_answer_after_the_timeout_is_ignored_and_counted_stale() {
+over_ws_and_wss!(a_silent_server_times_calls_out_with_no_inbound_traffic);
+
+fn a_late_answer_after_the_timeout_is_ignored_and_counted_stale(transport: Transport) {
     bounded(|| {
         let (go, wait) = mpsc::channel::<()>();
-        let server = Server::start(move |ws| {
+        let server = Server::start_with(transport, move |ws| {
             let reqs = read_requests(ws, 2);
             wait.recv().unwrap();
             answer(ws, reqs[0].id, &json!("late"));
@@ -70,9 +70,11 @@ fn a_late_answer_after_the_timeout_is_ignored_and_counted_stale() {
         assert_eq!(outcomes.error(0), "Timeout");
         assert_eq!(outcomes.get(1).unwrap(), r#""b""#);
         assert_eq!(ev.stats(conn).unwrap().stale_id, 1);
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
+
+over_ws_and_wss!(a_late_answer_after_the_timeout_is_ignored_and_counted_stale);
 
 #[test]
 fn duplicate_answers_complete_once() {
@@ -102,9 +104,10 @@ fn duplicate_answers_complete_once() {
 
 /// 100 calls in flight when the server ends the connection; `end` does the ending.
 fn hundred_in_flight_then(
+    transport: Transport,
     end: impl FnOnce(&mut Ws) + Send + 'static,
 ) -> (Outcomes, EventLoop, rpcloop::ConnId) {
-    let server = Server::start(move |ws| {
+    let server = Server::start_with(transport, move |ws| {
         read_requests(ws, 100);
         end(ws);
     });
@@ -123,10 +126,9 @@ fn hundred_in_flight_then(
     (outcomes, ev, conn)
 }
 
-#[test]
-fn the_server_closing_fails_every_call_in_flight_once() {
+fn the_server_closing_fails_every_call_in_flight_once(transport: Transport) {
     bounded(|| {
-        let (outcomes, mut ev, conn) = hundred_in_flight_then(|ws| {
+        let (outcomes, mut ev, conn) = hundred_in_flight_then(transport, |ws| {
             ws.close(Some(tungstenite::protocol::CloseFrame {
                 code: tungstenite::protocol::frame::coding::CloseCode::Away,
                 reason: "maintenance".into(),
@@ -147,14 +149,15 @@ fn the_server_closing_fails_every_call_in_flight_once() {
             Err(Error::NotSent(DisconnectReason::PeerClosed { code: 1001, .. })) => {}
             other => panic!("{other:?}"),
         }
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
 
-#[test]
-fn the_server_dropping_tcp_fails_every_call_in_flight_once() {
+over_ws_and_wss!(the_server_closing_fails_every_call_in_flight_once);
+
+fn the_server_dropping_tcp_fails_every_call_in_flight_once(transport: Transport) {
     bounded(|| {
-        let (outcomes, mut ev, conn) = hundred_in_flight_then(|_ws| {
+        let (outcomes, mut ev, conn) = hundred_in_flight_then(transport, |_ws| {
             // Returning drops the socket: no close frame, just a TCP FIN.
         });
         for i in 0..100 {
@@ -169,15 +172,16 @@ fn the_server_dropping_tcp_fails_every_call_in_flight_once() {
             Err(Error::NotSent(DisconnectReason::Reset))
         ));
         assert!(!ev.has_pending());
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
 
-#[test]
-fn a_failing_write_leaves_no_pending_call_behind() {
+over_ws_and_wss!(the_server_dropping_tcp_fails_every_call_in_flight_once);
+
+fn a_failing_write_leaves_no_pending_call_behind(transport: Transport) {
     bounded(|| {
         let (gone_tx, gone_rx) = mpsc::channel::<()>();
-        let server = Server::start(move |ws| {
+        let server = Server::start_with(transport, move |ws| {
             read_request(ws);
             ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
             gone_tx.send(()).unwrap();
@@ -207,9 +211,11 @@ fn a_failing_write_leaves_no_pending_call_behind() {
         assert!(refused > 0, "the dead socket was never noticed");
         assert_eq!(ev.pending_calls(), 0);
         assert!(matches!(ev.state(conn), Some(ConnState::Disconnected(_))));
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
+
+over_ws_and_wss!(a_failing_write_leaves_no_pending_call_behind);
 
 #[test]
 fn a_refused_connection_fails_its_waiting_calls() {
@@ -350,14 +356,24 @@ fn a_tcp_connect_that_never_completes_fails_at_the_connect_timeout() {
     });
 }
 
-#[test]
-fn an_oversized_incoming_message_ends_the_connection() {
+fn an_oversized_incoming_message_ends_the_connection(transport: Transport) {
     bounded(|| {
-        let server = Server::start(|ws| {
+        let (code_tx, code_rx) = mpsc::channel();
+        let server = Server::start_with(transport, move |ws| {
             let req = read_request(ws).unwrap();
             answer(ws, req.id, &json!("x".repeat(10_000)));
             ws.flush().unwrap();
-            drain_until_closed(ws);
+            // RFC 6455 §7.4.1: the client closes with 1009 before dropping the connection.
+            let code = loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Close(frame)) => {
+                        break frame.map(|f| u16::from(f.code));
+                    }
+                    Ok(_) => continue,
+                    Err(_) => break None,
+                }
+            };
+            code_tx.send(code).unwrap();
         });
         let config = ConnectionConfig {
             max_message_size: 4_096,
@@ -374,9 +390,16 @@ fn an_oversized_incoming_message_ends_the_connection() {
             "{}",
             outcomes.error(0)
         );
-        assert_serves_another_connection(&mut ev);
+        assert_eq!(
+            code_rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Some(1009)
+        );
+        server.join();
+        assert_serves_another_connection_over(&mut ev, transport);
     });
 }
+
+over_ws_and_wss!(an_oversized_incoming_message_ends_the_connection);
 
 #[test]
 fn limits_refuse_calls_at_once() {
@@ -445,10 +468,9 @@ fn bad_urls_and_unknown_connections_are_refused() {
     });
 }
 
-#[test]
-fn dropping_the_loop_completes_every_call_with_shutdown() {
+fn dropping_the_loop_completes_every_call_with_shutdown(transport: Transport) {
     bounded(|| {
-        let server = Server::start(drain_until_closed);
+        let server = Server::start_with(transport, drain_until_closed);
         let (mut ev, conn) = connected(&server, ConnectionConfig::default());
         let outcomes = Outcomes::new(10);
         for i in 0..10 {
@@ -460,3 +482,5 @@ fn dropping_the_loop_completes_every_call_with_shutdown() {
         server.join();
     });
 }
+
+over_ws_and_wss!(dropping_the_loop_completes_every_call_with_shutdown);

@@ -83,12 +83,11 @@ impl Changes {
     }
 }
 
-#[test]
-fn a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
+fn a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once(transport: Transport) {
     bounded(|| {
         let (done_tx, done_rx) = mpsc::channel::<()>();
         // Handshake, then nothing: never reads, so pings go unanswered (a peer whose host died).
-        let server = Server::start(move |_ws| {
+        let server = Server::start_with(transport, move |_ws| {
             let _ = done_rx.recv();
         });
         let (mut ev, conn) = connected(&server, quick_keepalive());
@@ -116,19 +115,20 @@ fn a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
             ]
         );
         assert!(!ev.has_pending());
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
         done_tx.send(()).unwrap();
         server.join();
     });
 }
 
-#[test]
-fn a_dead_peer_is_found_while_the_client_keeps_sending() {
+over_ws_and_wss!(a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once);
+
+fn a_dead_peer_is_found_while_the_client_keeps_sending(transport: Transport) {
     bounded(|| {
         let (done_tx, done_rx) = mpsc::channel::<()>();
         // Reads and discards every byte below the WebSocket layer: the client's writes never back
         // up, yet nothing ever comes back — not an answer, not a pong.
-        let server = Server::start(move |ws| {
+        let server = Server::start_with(transport, move |ws| {
             let tcp = ws.get_mut();
             tcp.set_read_timeout(Some(Duration::from_millis(10)))
                 .unwrap();
@@ -164,11 +164,13 @@ fn a_dead_peer_is_found_while_the_client_keeps_sending() {
         for i in 0..submitted {
             assert_eq!(outcomes.error(i), "Disconnected(KeepaliveTimeout)");
         }
-        assert_serves_another_connection(&mut ev);
+        assert_serves_another_connection_over(&mut ev, transport);
         let _ = done_tx.send(()); // the server may have left already, on our close
         server.join();
     });
 }
+
+over_ws_and_wss!(a_dead_peer_is_found_while_the_client_keeps_sending);
 
 #[test]
 fn a_live_idle_peer_is_pinged_and_the_connection_stays_open() {
@@ -200,12 +202,11 @@ fn a_live_idle_peer_is_pinged_and_the_connection_stays_open() {
     });
 }
 
-#[test]
-fn the_pong_to_a_server_ping_leaves_even_when_the_socket_was_full() {
+fn the_pong_to_a_server_ping_leaves_even_when_the_socket_was_full(transport: Transport) {
     bounded(|| {
         let (ping_tx, ping_rx) = mpsc::channel::<()>();
         let (pong_tx, pong_rx) = mpsc::channel::<()>();
-        let server = Server::start(move |ws| {
+        let server = Server::start_with(transport, move |ws| {
             // Not reading yet: the client's writes back up until its socket is full.
             ping_rx.recv().unwrap();
             ws.write(Message::Ping("last".into())).unwrap();
@@ -247,11 +248,12 @@ fn the_pong_to_a_server_ping_leaves_even_when_the_socket_was_full() {
     });
 }
 
-#[test]
-fn a_restarted_server_gets_the_connection_back_and_calls_resume() {
+over_ws_and_wss!(the_pong_to_a_server_ping_leaves_even_when_the_socket_was_full);
+
+fn a_restarted_server_gets_the_connection_back_and_calls_resume(transport: Transport) {
     bounded(|| {
         let (dropped_tx, dropped_rx) = mpsc::channel::<()>();
-        let first = Server::start(move |ws| {
+        let first = Server::start_with(transport, move |ws| {
             let req = read_request(ws).unwrap();
             answer(ws, req.id, &req.message);
             ws.flush().unwrap();
@@ -265,7 +267,7 @@ fn a_restarted_server_gets_the_connection_back_and_calls_resume() {
             ..ConnectionConfig::default()
         };
         let mut ev = EventLoop::new().unwrap();
-        let conn = ev.connect(&first.url(), config).unwrap();
+        let conn = ev.connect(&first.url(), first.client(config)).unwrap();
         let changes = Changes::record(&mut ev, conn);
         let outcomes = Outcomes::new(4);
         ev.submit(conn, "before", outcomes.callback(0)).unwrap();
@@ -280,7 +282,7 @@ fn a_restarted_server_gets_the_connection_back_and_calls_resume() {
         // Submitted while the server is down: waits for the next connection.
         turn_until(&mut ev, |ev| ev.state(conn) != Some(ConnState::Open));
         ev.submit(conn, "while down", outcomes.callback(2)).unwrap();
-        let second = Server::start_at(addr, echo);
+        let second = Server::start_at_with(transport, addr, echo);
         turn_until(&mut ev, |_| outcomes.completed() == 3);
         ev.submit(conn, "after", outcomes.callback(3)).unwrap();
         turn_until(&mut ev, |_| outcomes.all_completed());
@@ -311,6 +313,8 @@ fn a_restarted_server_gets_the_connection_back_and_calls_resume() {
         second.join();
     });
 }
+
+over_ws_and_wss!(a_restarted_server_gets_the_connection_back_and_calls_resume);
 
 #[test]
 fn a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered_delays() {
@@ -427,12 +431,11 @@ fn a_connection_that_stayed_up_long_enough_starts_its_backoff_over() {
     });
 }
 
-#[test]
-fn after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back() {
+fn after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back(transport: Transport) {
     bounded(|| {
         const LIMIT: usize = 100;
         let (drop_tx, drop_rx) = mpsc::channel::<()>();
-        let first = Server::start(move |ws| {
+        let first = Server::start_with(transport, move |ws| {
             // Reads, never answers; goes down when told.
             ws.get_mut()
                 .set_read_timeout(Some(Duration::from_millis(10)))
@@ -469,7 +472,7 @@ fn after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back() {
         lost.assert_exactly_once();
         assert!((0..LIMIT).all(|i| lost.error(i) == "Disconnected(Reset)"));
 
-        let second = Server::start_at(addr, shuffling_echo);
+        let second = Server::start_at_with(transport, addr, shuffling_echo);
         turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
         let answered = Outcomes::new(LIMIT);
         for i in 0..LIMIT {
@@ -485,6 +488,8 @@ fn after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back() {
         second.join();
     });
 }
+
+over_ws_and_wss!(after_timeouts_and_a_reconnect_the_full_in_flight_capacity_is_back);
 
 #[test]
 fn calls_queued_while_down_wait_within_their_deadlines_in_a_bounded_queue() {
@@ -633,10 +638,9 @@ fn a_peer_that_never_answers_the_close_is_dropped_at_the_close_timeout() {
     });
 }
 
-#[test]
-fn a_server_closing_with_a_close_frame_is_reconnected_to() {
+fn a_server_closing_with_a_close_frame_is_reconnected_to(transport: Transport) {
     bounded(|| {
-        let server = Server::start_many(2, |ws, n| {
+        let server = Server::start_many_with(transport, 2, |ws, n| {
             let req = read_request(ws).unwrap();
             answer(ws, req.id, &json!(n));
             ws.flush().unwrap();
@@ -668,3 +672,5 @@ fn a_server_closing_with_a_close_frame_is_reconnected_to() {
         server.join();
     });
 }
+
+over_ws_and_wss!(a_server_closing_with_a_close_frame_is_reconnected_to);

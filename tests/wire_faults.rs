@@ -1,6 +1,8 @@
 //! Faults on the wire, below what tungstenite's server API can produce: a raw-TCP server
 //! (`support::raw`) that stalls or botches the handshake, sends illegal frames, announces
 //! lengths it never sends, resets in the middle of a frame, floods pings, or never reads.
+//! (The server that never reads needs no raw frames: it runs on `support::Server`, over
+//! `ws://` and `wss://`, where TLS records pile up behind the WebSocket buffer too.)
 //!
 //! Every test asserts the same things: nothing panics; `turn` keeps returning `Ok` (`turn_until`
 //! expects it); every call completes exactly once, with the error the fault calls for; the peak
@@ -1076,8 +1078,7 @@ fn answers_whose_id_has_the_wrong_type_complete_no_call() {
     assert_eq!(close_code_seen(&close), Some(1000));
 }
 
-#[test]
-fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
+fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes(transport: Transport) {
     const MAX_WRITE_BUFFER: usize = 256 * KIB;
     const LIMIT: usize = 100_000;
     /// A 4 KiB payload that names its call.
@@ -1086,24 +1087,29 @@ fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
     }
     let (go_tx, go_rx) = mpsc::channel::<usize>();
     let (close_tx, close_rx) = mpsc::channel();
-    let server = RawServer::start(move |mut peer| {
-        peer.accept_handshake();
+    let server = Server::start_with(transport, move |ws| {
         // Read nothing until told how many calls got in.
         let Ok(accepted) = go_rx.recv_timeout(WAIT) else {
             return;
         };
         for _ in 0..accepted {
-            let Some(req) = peer.read_request() else {
+            let Some(req) = read_request(ws) else {
                 return;
             };
-            if peer.send_answer(&req.id.to_string(), &req.message).is_err() {
+            let text = answer_text(req.id, &req.message);
+            if ws.send(tungstenite::Message::text(text)).is_err() {
                 return;
             }
         }
-        let code = peer.read_until_close();
-        if let Some(code) = code {
-            let _ = peer.send_close(code);
-        }
+        // The client's close frame (tungstenite answers it).
+        let code = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        let _ = ws.flush();
         let _ = close_tx.send(code);
     });
     // Exactly-once bookkeeping that keeps no payload: a callback checks its answer and
@@ -1114,7 +1120,7 @@ fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
         ..Default::default()
     };
     let mut ev = EventLoop::new().unwrap();
-    let conn = ev.connect(&server.url(), config).unwrap();
+    let conn = ev.connect(&server.url(), server.client(config)).unwrap();
     turn_until(&mut ev, |ev| ev.state(conn) == Some(ConnState::Open));
     let (accepted, submit_peak) = memory::track(|| {
         for i in 0..LIMIT {
@@ -1172,10 +1178,12 @@ fn a_server_that_never_reads_gets_busy_then_every_accepted_call_completes() {
     // call (a slow, loaded client reads many per turn).
     assert!(drain_peak < LOOP_BOUND + backlog, "{}", mib(drain_peak));
     close_and_wait(&mut ev, conn);
-    assert_serves_another_connection(&mut ev);
+    assert_serves_another_connection_over(&mut ev, transport);
     server.join();
     assert_eq!(close_rx.recv_timeout(WAIT).unwrap(), Some(1000));
 }
+
+over_ws_and_wss!(a_server_that_never_reads_gets_busy_then_every_accepted_call_completes);
 
 #[test]
 fn one_call_timing_out_leaves_the_connection_and_the_other_calls_alone() {
