@@ -10,36 +10,55 @@
 //! valid answer to itself: every call returns the message it sent.
 //!
 //! Options: `--port N` (default 9001; `0` picks a free port), `--host ADDR` (default
-//! 127.0.0.1), `--help`. On startup it prints `echo server listening on ws://HOST:PORT/`.
+//! 127.0.0.1), `--tls`, `--ca-out PATH`, `--help`. On startup it prints
+//! `echo server listening on ws://HOST:PORT/`.
+//!
+//! With `--tls` it speaks `wss://` instead: it makes a throwaway CA and a server certificate
+//! for `localhost`, `127.0.0.1`, `::1` and `--host` at startup (rcgen), writes the CA's
+//! certificate to `--ca-out` (default `echo_server_ca.pem`), and prints
+//! `echo server listening on wss://HOST:PORT/` and then `CA certificate in PATH`. A client
+//! trusts it by loading that file (`examples/bench --ca PATH`). TLS is blocking rustls (ring)
+//! under the same blocking tungstenite.
 //!
 //! It is built not to be the bottleneck of a benchmark: one thread per connection with plain
 //! blocking tungstenite, `TCP_NODELAY`, and answers batched: after each blocking read it drains,
 //! without blocking, every message that has already arrived, buffers their echoes, and writes
 //! them all with a single flush.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 const USAGE: &str = "\
-usage: echo_server [--port N] [--host ADDR]
+usage: echo_server [--port N] [--host ADDR] [--tls [--ca-out PATH]]
 
 A WebSocket echo server: every text or binary message is sent back unchanged.
 
 options:
-  --port N      port to listen on (default 9001; 0 picks a free port)
-  --host ADDR   address to bind (default 127.0.0.1)
-  -h, --help    print this help";
+  --port N        port to listen on (default 9001; 0 picks a free port)
+  --host ADDR     address to bind (default 127.0.0.1)
+  --tls           serve wss:// with a certificate from a CA made at startup
+  --ca-out PATH   where --tls writes the CA's certificate (default echo_server_ca.pem)
+  -h, --help      print this help";
 
 /// Room for a whole batch of echoes, so one flush writes them all.
 const WRITE_BUFFER: usize = 1 << 20;
 
+/// The command line.
+struct Args {
+    host: String,
+    port: u16,
+    /// `--tls`: where to write the CA certificate.
+    tls: Option<String>,
+}
+
 fn main() -> ExitCode {
-    let (host, port) = match parse_args() {
+    let Args { host, port, tls } = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
@@ -64,7 +83,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("echo server listening on ws://{addr}/");
+    let tls = match tls.map(|ca_out| make_tls(&host, &ca_out).map(|c| (c, ca_out))) {
+        None => None,
+        Some(Ok((config, ca_out))) => {
+            println!("echo server listening on wss://{addr}/");
+            println!("CA certificate in {ca_out}");
+            Some(config)
+        }
+        Some(Err(why)) => {
+            eprintln!("echo_server: --tls: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if tls.is_none() {
+        println!("echo server listening on ws://{addr}/");
+    }
     // Whoever started us (a script, a benchmark) may be waiting for this line on a pipe.
     let _ = io::stdout().flush();
 
@@ -80,10 +113,11 @@ fn main() -> ExitCode {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = tls.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("echo {peer}"))
             .spawn(move || {
-                if let Err(e) = serve(stream) {
+                if let Err(e) = serve(stream, tls) {
                     eprintln!("echo_server: {peer}: {e}");
                 }
             });
@@ -94,10 +128,13 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Parses `--port N`, `--host ADDR` (also as `--port=N`); `Ok(None)` when help was asked for.
-fn parse_args() -> Result<Option<(String, u16)>, String> {
+/// Parses `--port N`, `--host ADDR`, `--tls`, `--ca-out PATH` (also as `--port=N`);
+/// `Ok(None)` when help was asked for.
+fn parse_args() -> Result<Option<Args>, String> {
     let mut host = String::from("127.0.0.1");
     let mut port: u16 = 9001;
+    let mut tls = false;
+    let mut ca_out = String::from("echo_server_ca.pem");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -117,15 +154,109 @@ fn parse_args() -> Result<Option<(String, u16)>, String> {
                 port = v.parse().map_err(|_| format!("invalid port {v:?}"))?;
             }
             "--host" => host = value()?,
+            "--tls" => tls = true,
+            "--ca-out" => ca_out = value()?,
             _ => return Err(format!("unknown argument {name:?}")),
         }
     }
-    Ok(Some((host, port)))
+    Ok(Some(Args {
+        host,
+        port,
+        tls: tls.then_some(ca_out),
+    }))
+}
+
+/// A throwaway CA, a server certificate it signs (for loopback and `host`), the CA written
+/// to `ca_out` as PEM, and the rustls server configuration presenting the certificate.
+fn make_tls(host: &str, ca_out: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let err = |e: rcgen::Error| e.to_string();
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "rpcloop echo_server CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !names.iter().any(|n| n == host) {
+        names.push(host.to_owned());
+    }
+    let key = KeyPair::generate().map_err(err)?;
+    let mut leaf = CertificateParams::new(names).map_err(err)?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "rpcloop echo_server");
+    let cert = leaf
+        .signed_by(&key, &Issuer::new(ca, &ca_key))
+        .map_err(err)?;
+    std::fs::write(ca_out, ca_cert.pem()).map_err(|e| format!("{ca_out}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone(), ca_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(config))
+}
+
+/// A client's socket, plain or TLS (blocking rustls over the TCP stream).
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.set_nonblocking(on),
+            Conn::Tls(s) => s.sock.set_nonblocking(on),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// Echoes one client until it leaves. Returns an error only for an abnormal end.
-fn serve(stream: TcpStream) -> Result<(), String> {
+fn serve(stream: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) -> Result<(), String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = match tls {
+        None => Conn::Plain(stream),
+        Some(config) => {
+            let conn = rustls::ServerConnection::new(config).map_err(|e| e.to_string())?;
+            Conn::Tls(Box::new(rustls::StreamOwned::new(conn, stream)))
+        }
+    };
     let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
     let mut ws = tungstenite::accept_with_config(stream, Some(config))
         .map_err(|e| format!("handshake failed: {e}"))?;
@@ -148,7 +279,7 @@ fn serve(stream: TcpStream) -> Result<(), String> {
 }
 
 /// The echo loop; returns the error that ended the connection.
-fn echo(ws: &mut WebSocket<TcpStream>) -> tungstenite::Error {
+fn echo(ws: &mut WebSocket<Conn>) -> tungstenite::Error {
     loop {
         // Wait (blocking) for the next message.
         if let Err(e) = ws.read().and_then(|message| reply(ws, message)) {
@@ -180,7 +311,7 @@ fn echo(ws: &mut WebSocket<TcpStream>) -> tungstenite::Error {
 }
 
 /// Buffers the echo of `message` (pings, pongs and close are answered by tungstenite itself).
-fn reply(ws: &mut WebSocket<TcpStream>, message: Message) -> Result<(), tungstenite::Error> {
+fn reply(ws: &mut WebSocket<Conn>, message: Message) -> Result<(), tungstenite::Error> {
     if !(message.is_text() || message.is_binary()) {
         return Ok(());
     }
