@@ -21,6 +21,10 @@
 //!
 //! `--busy-poll` turns the loop with a zero timeout (spinning) instead of sleeping in `poll`.
 //!
+//! `wss://` URLs work too (feature `tls`); `--ca PATH` trusts the CA certificates in that PEM
+//! file instead of Mozilla's roots (`echo_server --tls` writes one). The JSON line then says
+//! `"transport":"wss"`.
+//!
 //! Latency runs from submit to the callback (or the wake-up of the waiting thread). CPU is
 //! `getrusage(RUSAGE_SELF)` over the measured phase: every thread of this process. Heap
 //! allocations are counted by a counting global allocator (`allocs_per_req`).
@@ -54,6 +58,7 @@ fn usage() -> String {
          options:\n{}\n  \
          --mode MODE        callback (loop thread), handle (blocking thread) or future\n  \
          --busy-poll        spin the loop (turn with a zero timeout) instead of sleeping\n  \
+         --ca PATH          wss://: trust the CA certificates in this PEM file\n  \
          -h, --help         print this help",
         bench_common::COMMON_USAGE
     )
@@ -75,6 +80,7 @@ fn open(args: &Args) -> Result<(EventLoop, ConnId), String> {
         max_in_flight: args.inflight.max(ConnectionConfig::default().max_in_flight),
         ..ConnectionConfig::default()
     };
+    let config = with_ca(config, args.ca.as_deref())?;
     let conn = ev.connect(&args.url, config).map_err(|e| e.to_string())?;
     loop {
         match ev.state(conn) {
@@ -84,6 +90,34 @@ fn open(args: &Args) -> Result<(EventLoop, ConnId), String> {
         }
         ev.turn(Some(Duration::from_millis(100)))
             .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Trusts the CA certificates of the PEM file at `ca`, if given.
+#[cfg(feature = "tls")]
+fn with_ca(config: ConnectionConfig, ca: Option<&str>) -> Result<ConnectionConfig, String> {
+    use rpcloop::rustls::RootCertStore;
+    use rpcloop::rustls::pki_types::CertificateDer;
+    use rpcloop::rustls::pki_types::pem::PemObject;
+    let Some(path) = ca else {
+        return Ok(config);
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{path}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{path}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(ConnectionConfig {
+        tls: rpcloop::TlsConfig::Custom(roots),
+        ..config
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_ca(config: ConnectionConfig, ca: Option<&str>) -> Result<ConnectionConfig, String> {
+    match ca {
+        None => Ok(config),
+        Some(_) => Err("--ca needs rpcloop's tls feature".into()),
     }
 }
 

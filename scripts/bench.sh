@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: rpcloop (examples/bench.rs) against the floor (examples/bench_floor.rs,
-# a blocking tungstenite client), both talking to examples/echo_server.rs over loopback.
+# a blocking tungstenite client), both talking to examples/echo_server.rs over loopback; and
+# rpcloop over wss:// (a second echo_server with --tls, its CA trusted with --ca) beside its
+# own ws:// runs, for the cost of TLS per call.
 #
 #   scripts/bench.sh            the full run: 3 runs of each client per row, medians, ratios
 #   scripts/bench.sh --quick    a smoke run for CI: 1 run per row, 2,000 calls
@@ -33,14 +35,19 @@ fi
 
 "${server_cpu[@]}" "$bin/echo_server" --port 0 >"$out/echo.out" 2>"$out/echo.err" &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-url=
+"${server_cpu[@]}" "$bin/echo_server" --port 0 --tls --ca-out "$out/ca.pem" \
+  >"$out/echo-tls.out" 2>"$out/echo-tls.err" &
+tls_server=$!
+trap 'kill $server $tls_server 2>/dev/null || true' EXIT
+url= wss_url=
 for _ in $(seq 100); do
   url=$(sed -n 's/^echo server listening on \(ws:[^ ]*\)$/\1/p' "$out/echo.out")
-  [ -n "$url" ] && break
+  wss_url=$(sed -n 's/^echo server listening on \(wss:[^ ]*\)$/\1/p' "$out/echo-tls.out")
+  [ -n "$url" ] && [ -n "$wss_url" ] && grep -q '^CA certificate in ' "$out/echo-tls.out" && break
   sleep 0.1
 done
 [ -n "$url" ] || { echo "echo server did not start" >&2; cat "$out/echo.err" >&2; exit 1; }
+[ -n "$wss_url" ] || { echo "TLS echo server did not start" >&2; cat "$out/echo-tls.err" >&2; exit 1; }
 
 # Rows: inflight requests payload, and the rpcloop modes measured beside the floor.
 if [ $quick = 1 ]; then
@@ -61,12 +68,16 @@ run() { # label, command...
 for row in "${rows[@]}"; do
   read -r k n b <<<"$row"
   common=(--url "$url" --requests "$n" --inflight "$k" --payload "$b" --warmup "$warmup")
+  tls=(--url "$wss_url" --ca "$out/ca.pem" --requests "$n" --inflight "$k" --payload "$b"
+       --warmup "$warmup")
   for r in $(seq $runs); do
     echo "K=$k N=$n B=$b run $r/$runs" >&2
     run floor "$bin/bench_floor" "${common[@]}"
     run callback "$bin/bench" "${common[@]}"
+    run "wss callback" "$bin/bench" "${tls[@]}"
     if [ "$k" = 1 ] || [ "$k" = 16 ]; then
       run "callback busy-poll" "$bin/bench" "${common[@]}" --busy-poll
+      run "wss callback busy-poll" "$bin/bench" "${tls[@]}" --busy-poll
     fi
     run handle "$bin/bench" "${common[@]}" --mode handle
     run future "$bin/bench" "${common[@]}" --mode future
@@ -104,4 +115,21 @@ for (k, n, b), by_label in groups.items():
         print(f"| {k} | {n} | {b} | {label} | {m['p50_us']:.1f} | {m['p99_us']:.1f} | "
               f"{m['rps']:,.0f} | {m['cpu_ns_per_req']:,.0f} | {m['allocs_per_req']:.2f} | "
               f"{ratio('p50_us')} | {ratio('p99_us')} | {ratio('rps')} | {ratio('cpu_ns_per_req')} |")
+print("\nTLS cost per call: each wss:// run beside the same mode over ws:// (same run, medians).\n")
+print("| K | calls | payload | mode | p50 us ws | p50 us wss | +us | cpu ns ws | cpu ns wss "
+      "| +ns/call | allocs ws | allocs wss | +allocs/call |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (k, n, b), by_label in groups.items():
+    med = {label: {f: statistics.median(x[f] for x in runs)
+                   for f in ("p50_us", "cpu_ns_per_req", "allocs_per_req")}
+           for label, runs in by_label.items()}
+    for mode in ("callback", "callback busy-poll"):
+        if mode not in med or "wss " + mode not in med:
+            continue
+        ws, wss = med[mode], med["wss " + mode]
+        print(f"| {k} | {n} | {b} | {mode} | {ws['p50_us']:.1f} | {wss['p50_us']:.1f} | "
+              f"{wss['p50_us'] - ws['p50_us']:+.1f} | {ws['cpu_ns_per_req']:,.0f} | "
+              f"{wss['cpu_ns_per_req']:,.0f} | {wss['cpu_ns_per_req'] - ws['cpu_ns_per_req']:+,.0f} | "
+              f"{ws['allocs_per_req']:.2f} | {wss['allocs_per_req']:.2f} | "
+              f"{wss['allocs_per_req'] - ws['allocs_per_req']:+.2f} |")
 PY

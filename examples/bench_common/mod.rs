@@ -24,9 +24,13 @@ pub struct Args {
     pub mode: String,
     /// `bench` only: turn the loop with a zero timeout instead of sleeping in it.
     pub busy_poll: bool,
+    /// `bench` only, `wss://`: a PEM file of the CA certificates to trust (instead of
+    /// Mozilla's roots).
+    pub ca: Option<String>,
 }
 
-pub const COMMON_USAGE: &str = "  --url URL          ws:// address of an echo server (required)
+pub const COMMON_USAGE: &str =
+    "  --url URL          ws:// (or, for bench, wss://) address of an echo server (required)
   --requests N       measured calls (default 100000)
   --inflight K       calls kept in flight; 1 is strict ping-pong (default 1)
   --payload BYTES    length of each call's message, at least 16 (default 64)
@@ -43,6 +47,7 @@ pub fn parse_args() -> Result<Option<Args>, String> {
         warmup: 1_000,
         mode: "callback".into(),
         busy_poll: false,
+        ca: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -69,6 +74,7 @@ pub fn parse_args() -> Result<Option<Args>, String> {
             "--warmup" => args.warmup = number(&name, value()?)?,
             "--mode" => args.mode = value()?,
             "--busy-poll" => args.busy_poll = true,
+            "--ca" => args.ca = Some(value()?),
             _ => return Err(format!("unknown argument {name:?}")),
         }
     }
@@ -256,6 +262,12 @@ impl Measure {
             (user + sys).as_nanos() as f64 / n,
             allocations as f64 / n,
         );
+        let transport = if args.url.starts_with("wss:") {
+            "wss"
+        } else {
+            "ws"
+        };
+        let _ = write!(line, ",\"transport\":\"{transport}\"");
         if let Some(mode) = mode {
             let _ = write!(
                 line,
