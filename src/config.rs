@@ -23,9 +23,9 @@ use crate::core::codec::{Codec, Envelope};
 pub struct ConnectionConfig {
     /// Deadline of a call whose [`CallOptions::timeout`] is `None`. Default: 30 s.
     pub default_timeout: Duration,
-    /// How long the TCP connect and the WebSocket handshake may take together; past it the
-    /// connection fails with [`DisconnectReason::ConnectTimeout`](crate::DisconnectReason).
-    /// Default: 10 s.
+    /// How long the TCP connect, the TLS handshake (`wss://`) and the WebSocket handshake may
+    /// take together; past it the connection fails with
+    /// [`DisconnectReason::ConnectTimeout`](crate::DisconnectReason). Default: 10 s.
     pub connect_timeout: Duration,
     /// After [`Context::close`](crate::Context::close), how long to wait for the peer's close
     /// frame before dropping the socket. Default: 5 s.

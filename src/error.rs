@@ -63,7 +63,7 @@ pub enum Error {
         capacity: usize,
     },
     /// The URL given to [`Context::connect`](crate::Context::connect) is not a usable
-    /// `ws://` URL, or its host did not resolve.
+    /// `ws://` or `wss://` URL (`wss://` needs the `tls` feature), or its host did not resolve.
     InvalidUrl(String),
     /// The connection id does not belong to this loop.
     UnknownConnection,
@@ -163,7 +163,8 @@ pub enum DisconnectReason {
         /// The error's text.
         message: Arc<str>,
     },
-    /// The TCP connect and WebSocket handshake did not finish within the connect timeout.
+    /// The TCP connect, TLS handshake and WebSocket handshake did not finish within the
+    /// connect timeout.
     ConnectTimeout,
     /// Nothing arrived from the peer within
     /// [`pong_timeout`](crate::ConnectionConfig::pong_timeout) after a ping: the peer, or the

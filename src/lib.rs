@@ -127,6 +127,39 @@
 //! # Ok::<(), rpcloop::Error>(())
 //! ```
 //!
+//! ## `wss://`
+//!
+//! With the `tls` feature (on by default), [`Context::connect`] takes `wss://` URLs: TLS is
+//! rustls (no OpenSSL), driven by the same readiness events as the rest: TCP connect, TLS
+//! handshake and WebSocket handshake are all non-blocking and share the connect timeout, and
+//! keepalive, limits, reconnects and the exactly-once guarantee are the same as over `ws://`.
+//! The server's certificate is always verified, against Mozilla's roots by default, or the
+//! platform's store (`native-roots` feature), or roots or a whole `rustls::ClientConfig` of
+//! yours (`TlsConfig`, in [`ConnectionConfig`]); SNI is the URL's host. A refused certificate
+//! ends the connection with [`DisconnectReason::Tls`], whose [`TlsErrorKind`] and text name the
+//! cause, and the calls waiting for it fail with [`Error::NotSent`]. Build with
+//! `default-features = false` for a `ws://`-only library without rustls.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")] {
+//! use rpcloop::{ConnectionConfig, EventLoop, TlsConfig};
+//! use rpcloop::rustls::RootCertStore;
+//! use rpcloop::rustls::pki_types::{CertificateDer, pem::PemObject};
+//!
+//! let mut ev = EventLoop::new()?;
+//! // Mozilla's roots: public servers.
+//! let public = ev.connect("wss://example.com/socket", ConnectionConfig::default())?;
+//! // A private CA: trust it, and only it.
+//! let mut roots = RootCertStore::empty();
+//! for cert in CertificateDer::pem_file_iter("ca.pem").expect("ca.pem") {
+//!     roots.add(cert.expect("a certificate")).expect("a CA certificate");
+//! }
+//! let config = ConnectionConfig { tls: TlsConfig::Custom(roots), ..ConnectionConfig::default() };
+//! let private = ev.connect("wss://10.0.0.7:8443/", config)?;
+//! # }
+//! # Ok::<(), rpcloop::Error>(())
+//! ```
+//!
 //! ## How it is built
 //!
 //! Two layers. The **core** is sans-IO: the pending table (a slab indexed by the call id),
@@ -153,8 +186,8 @@
 //!   [`Context::connect`], before any turn; [`Context::connect_addr`] skips even that).
 //!
 //! WebSocket compression (permessage-deflate) is not offered (a server that selects it, or any
-//! extension, fails the handshake with [`Error::Handshake`]), and `wss://` is not supported
-//! yet. Conformance: the Autobahn TestSuite passes in full (`CONFORMANCE.md`).
+//! extension, fails the handshake with [`Error::Handshake`]). Conformance: the Autobahn
+//! TestSuite passes in full (`CONFORMANCE.md`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -141,7 +141,7 @@ impl Context {
     /// call free of that, resolve it yourself and use [`connect_addr`](Self::connect_addr).
     ///
     /// `wss://` (feature `tls`, on by default) verifies the server's certificate against the
-    /// roots [`ConnectionConfig::tls`] names (Mozilla's by default) and the URL's host, which is
+    /// roots `ConnectionConfig::tls` names (Mozilla's by default) and the URL's host, which is
     /// also sent as SNI. A certificate refused, or a TLS handshake that breaks off, ends the
     /// connection with [`DisconnectReason::Tls`] naming the cause, and the calls waiting for it
     /// fail with [`Error::NotSent`]:
