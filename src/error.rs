@@ -259,6 +259,8 @@ impl fmt::Display for TlsFailure {
 
 impl std::error::Error for TlsFailure {}
 
+// Only the TLS driver makes failures; without the `tls` feature nothing does.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 impl TlsFailure {
     /// The failure of `kind`, its text the kind's description followed by `detail`.
     pub(crate) fn new(kind: TlsErrorKind, detail: impl fmt::Display) -> Self {
