@@ -78,7 +78,7 @@ pub enum Command {
 /// Options of `rpcloop call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// The server's URL: ws://HOST[:PORT][/PATH].
+    /// The server's URL: ws://HOST[:PORT][/PATH], or wss://... for WebSocket over TLS.
     #[arg(value_parser = parse::url)]
     pub url: String,
 
@@ -119,7 +119,7 @@ pub struct CallArgs {
 /// Options of `rpcloop listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// The server's URL: ws://HOST[:PORT][/PATH].
+    /// The server's URL: ws://HOST[:PORT][/PATH], or wss://... for WebSocket over TLS.
     #[arg(value_parser = parse::url)]
     pub url: String,
 

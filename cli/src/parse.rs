@@ -141,17 +141,14 @@ pub fn header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
-/// Checks a server URL: `ws://host[:port][/path]`. The connection itself checks it again, and
-/// resolves the host, when the command starts.
+/// Checks a server URL: `ws://host[:port][/path]`, or `wss://...` for WebSocket over TLS. The
+/// connection itself checks it again, and resolves the host, when the command starts.
 pub fn url(s: &str) -> Result<String, String> {
     let scheme = s
         .split_once("://")
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
-        Some("ws") => {}
-        Some("wss") => {
-            return Err("wss:// (WebSocket over TLS) is not supported yet; use a ws:// URL".into());
-        }
+        Some("ws" | "wss") => {}
         Some(scheme @ ("http" | "https")) => {
             let rest = s.split_once("://").map_or("", |(_, rest)| rest);
             let ws = if scheme == "https" { "wss" } else { "ws" };
@@ -159,7 +156,12 @@ pub fn url(s: &str) -> Result<String, String> {
                 "expected a WebSocket URL, not {scheme}://; did you mean {ws}://{rest}?"
             ));
         }
-        _ => return Err("expected a ws:// URL, like ws://127.0.0.1:9001/".into()),
+        _ => {
+            return Err(
+                "expected a ws:// or wss:// URL, like ws://127.0.0.1:9001/ or wss://example.com/"
+                    .into(),
+            );
+        }
     }
     let request = s
         .into_client_request()
@@ -298,21 +300,24 @@ mod tests {
     }
 
     #[test]
-    fn urls_must_be_ws() {
+    fn urls_must_be_ws_or_wss() {
         assert!(url("ws://127.0.0.1:9001/").is_ok());
         assert!(url("ws://example.com/path?q=1").is_ok());
-        assert!(
-            url("wss://example.com/")
-                .unwrap_err()
-                .contains("not supported yet")
-        );
+        assert!(url("wss://example.com/").is_ok());
+        assert!(url("WSS://localhost:8443/api").is_ok());
         assert!(
             url("http://example.com/")
                 .unwrap_err()
-                .contains("ws://example.com/")
+                .contains("did you mean ws://example.com/")
         );
-        assert!(url("127.0.0.1:9001").unwrap_err().contains("ws://"));
+        assert!(
+            url("https://example.com/x")
+                .unwrap_err()
+                .contains("did you mean wss://example.com/x")
+        );
+        assert!(url("127.0.0.1:9001").unwrap_err().contains("wss://"));
         assert!(url("ws://").is_err());
+        assert!(url("wss://").is_err());
         assert!(url("ws://exa mple.com/").is_err());
     }
 
