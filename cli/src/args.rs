@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use rpcloop::{ConnectionConfig, Envelope, JsonRpc2, ReconnectPolicy};
+use rpcloop::rustls::RootCertStore;
+use rpcloop::{ConnectionConfig, Envelope, JsonRpc2, ReconnectPolicy, TlsConfig};
 use serde_json::value::RawValue;
 
 use crate::jsonrpc;
@@ -24,6 +25,7 @@ Examples:
   rpcloop call ws://127.0.0.1:9001/ '{\"n\":1}' --repeat 10000 --concurrency 64
   rpcloop listen ws://127.0.0.1:9001/ --header 'Authorization: Bearer TOKEN'
   rpcloop call ws://127.0.0.1:8546/ --codec jsonrpc '{\"method\":\"eth_blockNumber\"}'
+  rpcloop call wss://internal.example:8443/api --ca internal-ca.pem '{\"op\":\"ping\"}'
   rpcloop listen ws://127.0.0.1:8546/ --jsonrpc-subscribe eth_subscribe '[\"newHeads\"]'
 
 Exit status: 0 when every call succeeded, 1 when any failed (or the connection did), 2 for a
@@ -210,6 +212,15 @@ pub struct ConnArgs {
     /// An HTTP header for the opening handshake, as 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse::header)]
     pub headers: Vec<(String, String)>,
+
+    /// wss://: trust only the CA certificates in this PEM file, instead of the bundled Mozilla
+    /// roots (for a server whose certificate a private CA signed).
+    #[arg(long, value_name = "FILE", value_parser = parse::ca_file, conflicts_with = "native_roots")]
+    pub ca: Option<RootCertStore>,
+
+    /// wss://: trust the platform's certificate store instead of the bundled Mozilla roots.
+    #[arg(long)]
+    pub native_roots: bool,
 }
 
 /// A subscription to make (`listen --jsonrpc-subscribe`).
@@ -314,7 +325,18 @@ impl ConnArgs {
             reconnect: self.reconnect.then(ReconnectPolicy::default),
             headers: self.headers.clone(),
             codec,
+            tls: self.tls(),
             ..ConnectionConfig::default()
+        }
+    }
+
+    /// Which roots a wss:// server's certificate must chain to: the bundled Mozilla roots
+    /// unless --ca or --native-roots says otherwise (clap lets only one of them through).
+    fn tls(&self) -> TlsConfig {
+        match (&self.ca, self.native_roots) {
+            (Some(roots), _) => TlsConfig::Custom(roots.clone()),
+            (None, true) => TlsConfig::Native,
+            (None, false) => TlsConfig::WebPki,
         }
     }
 }
@@ -358,5 +380,20 @@ mod tests {
         assert_eq!(config.max_write_buffer, library.max_write_buffer);
         assert_eq!(args.timeout, Dur(std::time::Duration::from_secs(10)));
         assert_eq!((args.concurrency, args.repeat), (1, 1));
+        assert!(matches!(config.tls, TlsConfig::WebPki));
+    }
+
+    #[test]
+    fn native_roots_become_the_tls_config() {
+        let cli =
+            Cli::try_parse_from(["rpcloop", "listen", "wss://localhost/", "--native-roots"])
+                .unwrap();
+        let Command::Listen(args) = cli.command else {
+            panic!("not a listen")
+        };
+        assert!(matches!(
+            args.conn.config(CodecChoice::Envelope).tls,
+            TlsConfig::Native
+        ));
     }
 }

@@ -4,7 +4,7 @@
 //! `Debug` text. The library's enums are `#[non_exhaustive]`: a variant added later falls back
 //! to `other` (or to the library's own name) until it gets its arm here.
 
-use rpcloop::{Error, StateChange, UnmatchedReason};
+use rpcloop::{DisconnectReason, Error, StateChange, UnmatchedReason};
 
 use crate::fmt::duration;
 
@@ -15,6 +15,9 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::Cancelled => "cancelled",
         Error::Closed => "closed",
         Error::Disconnected(_) => "disconnected",
+        // The server's certificate was refused (or the TLS handshake failed): nothing was sent,
+        // and the cause is worth its own kind, since retrying will not help.
+        Error::NotSent(DisconnectReason::Tls { .. }) => "tls",
         Error::NotSent(_) => "not_sent",
         Error::Busy => "busy",
         Error::TooLarge { .. } => "too_large",
@@ -68,7 +71,7 @@ mod tests {
     use std::io;
     use std::time::Duration;
 
-    use rpcloop::DisconnectReason;
+    use rpcloop::TlsErrorKind;
 
     use super::*;
 
@@ -81,6 +84,13 @@ mod tests {
             (Error::Closed, "closed"),
             (Error::Disconnected(DisconnectReason::Reset), "disconnected"),
             (Error::NotSent(DisconnectReason::ConnectTimeout), "not_sent"),
+            (
+                Error::NotSent(DisconnectReason::Tls {
+                    kind: TlsErrorKind::UnknownIssuer,
+                    message: "invalid peer certificate: UnknownIssuer".into(),
+                }),
+                "tls",
+            ),
             (Error::Busy, "busy"),
             (Error::TooLarge { size: 2, limit: 1 }, "too_large"),
             (

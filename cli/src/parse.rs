@@ -5,6 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use rpcloop::rustls::RootCertStore;
+use rpcloop::rustls::pki_types::CertificateDer;
+use rpcloop::rustls::pki_types::pem::PemObject;
 use serde_json::value::RawValue;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::{HeaderName, HeaderValue};
@@ -170,6 +173,29 @@ pub fn url(s: &str) -> Result<String, String> {
         return Err(format!("{s:?} has no host"));
     }
     Ok(s.to_owned())
+}
+
+/// Reads `--ca FILE`: the CA certificates in a PEM file, as the only roots to trust. A file
+/// that cannot be read, is not PEM, or holds no certificate is refused, naming the file.
+pub fn ca_file(path: &str) -> Result<RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file {path:?}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for (n, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| format!("the CA file {path:?} is not valid PEM: {e}"))?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "certificate {} in the CA file {path:?} cannot be a trusted root: {e}",
+                n + 1
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "the CA file {path:?} holds no certificate (expected PEM blocks \
+             \"-----BEGIN CERTIFICATE-----\")"
+        ));
+    }
+    Ok(roots)
 }
 
 /// Checks that a message is one JSON text, and keeps it as written.
