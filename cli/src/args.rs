@@ -385,9 +385,8 @@ mod tests {
 
     #[test]
     fn native_roots_become_the_tls_config() {
-        let cli =
-            Cli::try_parse_from(["rpcloop", "listen", "wss://localhost/", "--native-roots"])
-                .unwrap();
+        let cli = Cli::try_parse_from(["rpcloop", "listen", "wss://localhost/", "--native-roots"])
+            .unwrap();
         let Command::Listen(args) = cli.command else {
             panic!("not a listen")
         };

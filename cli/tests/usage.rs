@@ -34,7 +34,10 @@ fn bad_arguments_exit_2_with_a_helpful_message() {
     usage_error(&["call", url, "-H", "no colon here", "1"], "'Name: value'");
     usage_error(&["call", url, "{\"unclosed\": 1"], "not a JSON text");
     usage_error(&["call", url, "1", "--unknown-flag"], "unexpected argument");
-    usage_error(&["call", "127.0.0.1:9", "1"], "expected a ws:// or wss:// URL");
+    usage_error(
+        &["call", "127.0.0.1:9", "1"],
+        "expected a ws:// or wss:// URL",
+    );
     usage_error(
         &["call", "http://127.0.0.1:9/", "1"],
         "did you mean ws://127.0.0.1:9/",

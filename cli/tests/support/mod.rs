@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod jsonrpc;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
