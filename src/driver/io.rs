@@ -1,4 +1,5 @@
-//! How readiness moves a connection along: connect, handshake, read, flush, fail.
+//! How readiness moves a connection along: connect, TLS and WebSocket handshakes, open, read,
+//! flush. (How it ends is in `ending.rs`; its deadlines in `conn_timers.rs`.)
 //!
 //! Every path reads and writes until `WouldBlock` (mio's readiness is edge-triggered: stop
 //! early and the event may never come again), except that one connection reads at most
@@ -12,18 +13,17 @@ use std::time::Instant;
 
 use mio::Token;
 use tungstenite::client::client_with_config;
-use tungstenite::error::ProtocolError;
 use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::client::Request;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
-use crate::core::keepalive::{Keepalive, KeepaliveAction};
+use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::connection::{Connection, Ended, Queued, Socket, write_message};
+use crate::driver::conn_timers::millis;
+use crate::driver::connection::{Connection, Queued, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::frame_arena::COPY_LIMIT;
 use crate::driver::handshake::{check_response, failure_text};
@@ -347,90 +347,6 @@ impl Context {
         }
     }
 
-    /// The peer sent a close frame. Its calls fail now; the socket stays until the close
-    /// handshake ends (or the close timeout) — unless the connection is to come back, which
-    /// needs the socket slot: then the echoed close is pushed out and the socket dropped, which
-    /// RFC 6455 §7.1.1 allows once both close frames have been sent.
-    fn on_peer_close(&mut self, index: usize, reason: DisconnectReason) {
-        let c = &mut self.conns[index];
-        if c.ended.is_some() {
-            return; // the answer to our own close
-        }
-        if c.reconnect.is_some() {
-            if let Socket::Open(ws) = &mut c.socket {
-                let _ = ws.flush();
-            }
-            return self.fail(index, reason);
-        }
-        self.cancel_conn_timers(index);
-        let c = &mut self.conns[index];
-        c.keepalive = None;
-        c.clear_queue();
-        let ended = Ended::Disconnected(reason.clone());
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            Some(if written {
-                Error::Disconnected(reason.clone())
-            } else {
-                ended.to_error()
-            })
-        });
-        c.ended = Some(ended);
-        self.arm_close_timer(index);
-        self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
-        self.change_state(index, StateChange::Disconnected(reason));
-        self.change_state(index, StateChange::Closed);
-    }
-
-    /// tungstenite refused what the peer sent. Messages read before the violation and queued
-    /// for the message handler are delivered first, in this turn's dispatch, so that what the
-    /// handler sends in reply (an echo, an acknowledgement) leaves before the close frame; the
-    /// connection reads nothing more meanwhile, and fails after the last delivery.
-    fn on_violation(&mut self, index: usize, e: tungstenite::Error) {
-        let c = &mut self.conns[index];
-        if c.undelivered > 0 && c.ended.is_none() {
-            c.violation = Some(Box::new(e));
-            return;
-        }
-        self.fail_on_violation(index, &e);
-    }
-
-    /// After a dispatch delivered a connection's last queued message: fail it for the
-    /// violation that waited for that (see `on_violation`), if it is still open.
-    pub(crate) fn fail_deferred_violation(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        let Some(e) = c.violation.take() else {
-            return;
-        };
-        if c.ended.is_none() && matches!(c.socket, Socket::Open(_)) {
-            self.fail_on_violation(index, &e);
-        }
-    }
-
-    /// tungstenite refused what the peer sent. RFC 6455 §7.1.7 ("_Fail the WebSocket
-    /// Connection_"): send a close frame with the status code that names the fault (§7.4.1:
-    /// 1002 protocol error, 1007 invalid payload, 1009 message too big) — tungstenite leaves
-    /// that to us — then drop the connection.
-    fn fail_on_violation(&mut self, index: usize, e: &tungstenite::Error) {
-        let code = match e {
-            tungstenite::Error::Capacity(_) => Some((CloseCode::Size, "message too big")),
-            tungstenite::Error::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
-            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-            tungstenite::Error::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
-            _ => None,
-        };
-        if let (Some((code, why)), Socket::Open(ws)) = (code, &mut self.conns[index].socket) {
-            let frame = CloseFrame {
-                code,
-                reason: why.into(),
-            };
-            // Best effort: the socket is dropped next, whatever got out.
-            if let Err(e) = ws.close(Some(frame)) {
-                log::debug!("connection {index}: close frame {code} not sent: {e}");
-            }
-        }
-        self.fail(index, DisconnectReason::from_ws(e));
-    }
-
     /// Writes out what waits in the connection's buffer; asks for WRITABLE while some remains.
     pub(crate) fn flush_conn(&mut self, index: usize) {
         let registry = self.poll.registry();
@@ -450,120 +366,4 @@ impl Context {
             Err(e) => self.fail(index, DisconnectReason::from_ws(&e)),
         }
     }
-
-    /// The WebSocket ended cleanly (close handshake done): drop the socket.
-    fn finish(&mut self, index: usize) {
-        if self.conns[index].ended.is_none() {
-            return self.fail(index, DisconnectReason::Reset);
-        }
-        self.cancel_conn_timers(index);
-        self.conns[index].release();
-        self.publish_state(index);
-        log::debug!("connection {index}: socket closed");
-    }
-
-    /// The connection is lost, or could not be opened. Calls already written fail with
-    /// [`Error::Disconnected`] (the server may have acted on them: they are never re-sent).
-    /// Then, with a reconnect policy, the calls not yet written wait for the next connection;
-    /// without one (or once out of attempts), they fail too and the connection ends.
-    pub(crate) fn fail(&mut self, index: usize, reason: DisconnectReason) {
-        self.cancel_conn_timers(index);
-        let c = &mut self.conns[index];
-        c.socket = Socket::Gone;
-        c.keepalive = None;
-        c.violation = None;
-        if c.ended.is_some() {
-            // Ended before (a close handshake was under way): only the socket was left.
-            c.release();
-            return self.publish_state(index);
-        }
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            written.then(|| Error::Disconnected(reason.clone()))
-        });
-        self.change_state(index, StateChange::Disconnected(reason.clone()));
-        let reconnecting = self.schedule_reconnect(index);
-        self.end_subscriptions(index, reconnecting.then_some(&reason), || {
-            Error::Disconnected(reason.clone())
-        });
-        if !reconnecting {
-            self.end(index, Ended::Disconnected(reason));
-        }
-    }
-
-    /// The connection is over for good: what still waits fails, everything is dropped.
-    fn end(&mut self, index: usize, ended: Ended) {
-        let c = &mut self.conns[index];
-        self.calls
-            .handle_disconnect(ConnId::new(index), |_| Some(ended.to_error()));
-        c.ended = Some(ended);
-        c.release();
-        self.change_state(index, StateChange::Closed);
-    }
-
-    /// The loop shuts down: fail the connection's calls with [`Error::Shutdown`], drop it.
-    pub(crate) fn shut_down_conn(&mut self, index: usize) {
-        self.cancel_conn_timers(index);
-        let c = &mut self.conns[index];
-        c.release();
-        self.calls
-            .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
-        self.end_subscriptions(index, None, || Error::Shutdown);
-        let c = &mut self.conns[index];
-        if c.ended.is_none() {
-            c.ended = Some(Ended::Closed);
-            self.change_state(index, StateChange::Closed);
-        } else {
-            self.publish_state(index);
-        }
-    }
-
-    /// Fires connection deadlines due at tick `now`.
-    pub(crate) fn handle_conn_timers(&mut self, now: u64) {
-        while let Some((index, kind)) = self.conn_timers.poll(now) {
-            let c = &mut self.conns[index];
-            match kind {
-                ConnTimer::Keepalive => c.keepalive_timer = None,
-                _ => c.timer = None,
-            }
-            match kind {
-                ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout),
-                ConnTimer::Close => {
-                    log::debug!("connection {index}: close timeout, dropping the socket");
-                    self.conns[index].release();
-                    self.publish_state(index);
-                }
-                ConnTimer::Reconnect => self.reconnect(index),
-                ConnTimer::Keepalive => self.keepalive_due(index, now),
-            }
-        }
-    }
-
-    /// The keepalive deadline fired: ping, or give the peer up for dead.
-    fn keepalive_due(&mut self, index: usize, now: u64) {
-        let c = &mut self.conns[index];
-        let (Some(keepalive), Socket::Open(ws), None) = (&mut c.keepalive, &mut c.socket, &c.ended)
-        else {
-            return;
-        };
-        match keepalive.handle_timeout(now) {
-            KeepaliveAction::Wait => {}
-            KeepaliveAction::Ping => match write_message(ws, Message::Ping(Default::default())) {
-                // A full buffer leaves the ping out; the silence it would have probed still
-                // counts against the peer.
-                Ok(()) | Err(tungstenite::Error::WriteBufferFull(_)) => self.wrote(index),
-                Err(e) => return self.fail(index, DisconnectReason::from_ws(&e)),
-            },
-            KeepaliveAction::Dead => return self.fail(index, DisconnectReason::KeepaliveTimeout),
-        }
-        let c = &mut self.conns[index];
-        if let Some(keepalive) = &c.keepalive {
-            let at = keepalive.next_deadline();
-            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
-        }
-    }
-}
-
-/// A duration in whole milliseconds (the core's ticks), saturating.
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

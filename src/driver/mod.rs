@@ -5,8 +5,10 @@
 
 mod batch;
 pub(crate) mod call_slot;
+mod conn_timers;
 pub(crate) mod connection;
 pub(crate) mod context;
+mod ending;
 pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
@@ -16,9 +18,9 @@ pub(crate) mod message;
 mod reconnect;
 pub(crate) mod state_change;
 mod stream;
-// TLS for wss:// (feature `tls`); without it, empty stand-ins that `connect` never reaches.
 pub(crate) mod subscription;
 pub(crate) mod subscription_queue;
+// TLS for wss:// (feature `tls`); without it, empty stand-ins that `connect` never reaches.
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(not(feature = "tls"))]

@@ -1,0 +1,61 @@
+//! A connection's deadlines: the connect timeout, the close timeout, the reconnect delay and
+//! the keepalive schedule, fired from the loop's connection wheel.
+
+use tungstenite::Message;
+
+use crate::core::keepalive::KeepaliveAction;
+use crate::driver::connection::{Socket, write_message};
+use crate::driver::context::{ConnTimer, Context};
+use crate::error::DisconnectReason;
+
+impl Context {
+    /// Fires connection deadlines due at tick `now`.
+    pub(crate) fn handle_conn_timers(&mut self, now: u64) {
+        while let Some((index, kind)) = self.conn_timers.poll(now) {
+            let c = &mut self.conns[index];
+            match kind {
+                ConnTimer::Keepalive => c.keepalive_timer = None,
+                _ => c.timer = None,
+            }
+            match kind {
+                ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout),
+                ConnTimer::Close => {
+                    log::debug!("connection {index}: close timeout, dropping the socket");
+                    self.conns[index].release();
+                    self.publish_state(index);
+                }
+                ConnTimer::Reconnect => self.reconnect(index),
+                ConnTimer::Keepalive => self.keepalive_due(index, now),
+            }
+        }
+    }
+
+    /// The keepalive deadline fired: ping, or give the peer up for dead.
+    fn keepalive_due(&mut self, index: usize, now: u64) {
+        let c = &mut self.conns[index];
+        let (Some(keepalive), Socket::Open(ws), None) = (&mut c.keepalive, &mut c.socket, &c.ended)
+        else {
+            return;
+        };
+        match keepalive.handle_timeout(now) {
+            KeepaliveAction::Wait => {}
+            KeepaliveAction::Ping => match write_message(ws, Message::Ping(Default::default())) {
+                // A full buffer leaves the ping out; the silence it would have probed still
+                // counts against the peer.
+                Ok(()) | Err(tungstenite::Error::WriteBufferFull(_)) => self.wrote(index),
+                Err(e) => return self.fail(index, DisconnectReason::from_ws(&e)),
+            },
+            KeepaliveAction::Dead => return self.fail(index, DisconnectReason::KeepaliveTimeout),
+        }
+        let c = &mut self.conns[index];
+        if let Some(keepalive) = &c.keepalive {
+            let at = keepalive.next_deadline();
+            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
+        }
+    }
+}
+
+/// A duration in whole milliseconds (the core's ticks), saturating.
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
