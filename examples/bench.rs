@@ -2,7 +2,7 @@
 //! answer, and prints one JSON line with throughput, latency percentiles and its own CPU cost.
 //!
 //! ```text
-//! cargo run --release --example echo_server -- --port 9001 &
+//! cargo run --release -p rpcloop-cli -- echo-server --port 9001 &
 //! cargo run --release --example bench -- --url ws://127.0.0.1:9001 --requests 20000 --inflight 1 --payload 64 --warmup 1000
 //! ```
 //!

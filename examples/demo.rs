@@ -237,7 +237,7 @@ fn calls_from_threads(
 }
 
 /// A minimal blocking echo server: accepts one client and sends every text or binary message
-/// back unchanged until the client leaves. (See `examples/echo_server.rs` for a faster one.)
+/// back unchanged until the client leaves. (See `rpcloop echo-server`, in cli/, for a faster one.)
 fn echo_server(listener: TcpListener) {
     let Ok((stream, _)) = listener.accept() else {
         return;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: rpcloop (examples/bench.rs) against the floor (examples/bench_floor.rs,
-# a blocking tungstenite client), both talking to examples/echo_server.rs over loopback; and
-# rpcloop over wss:// (a second echo_server with --tls, its CA trusted with --ca) beside its
-# own ws:// runs, for the cost of TLS per call.
+# a blocking tungstenite client), both talking to `rpcloop echo-server` (cli/src/echo.rs) over
+# loopback; and rpcloop over wss:// (a second echo server with --tls, its CA trusted with --ca)
+# beside its own ws:// runs, for the cost of TLS per call.
 #
 #   scripts/bench.sh            the full run: 3 runs of each client per row, medians, ratios
 #   scripts/bench.sh --quick    a smoke run for CI: 1 run per row, 2,000 calls
@@ -21,8 +21,9 @@ case "${1:-}" in
   *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
 esac
 
-cargo build --release --locked --examples >&2
+cargo build --release --locked --examples --bins >&2
 bin=target/release/examples
+echo_server=(target/release/rpcloop echo-server)
 out=target/bench
 mkdir -p "$out"
 results="$out/results.jsonl"
@@ -33,9 +34,9 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
 fi
 
-"${server_cpu[@]}" "$bin/echo_server" --port 0 >"$out/echo.out" 2>"$out/echo.err" &
+"${server_cpu[@]}" "${echo_server[@]}" --port 0 >"$out/echo.out" 2>"$out/echo.err" &
 server=$!
-"${server_cpu[@]}" "$bin/echo_server" --port 0 --tls --ca-out "$out/ca.pem" \
+"${server_cpu[@]}" "${echo_server[@]}" --port 0 --tls --ca-out "$out/ca.pem" \
   >"$out/echo-tls.out" 2>"$out/echo-tls.err" &
 tls_server=$!
 trap 'kill $server $tls_server 2>/dev/null || true' EXIT

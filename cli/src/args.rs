@@ -73,7 +73,8 @@ pub enum Command {
     ///
     /// Every text or binary message is sent back unchanged, so with the envelope codec every
     /// call answers itself. It prints "echo server listening on ws://HOST:PORT/" and serves
-    /// until killed.
+    /// until killed. With --tls it serves wss:// with a certificate from a CA made at startup,
+    /// and also prints "CA certificate in FILE" (trust it with `rpcloop call --ca FILE`).
     EchoServer(EchoArgs),
 }
 
@@ -165,6 +166,20 @@ pub struct EchoArgs {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+
+    /// Serve wss:// with a certificate from a CA made at startup (its certificate is written
+    /// to --ca-out, for clients to trust with --ca).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Where --tls writes the CA's certificate (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "echo_server_ca.pem",
+        requires = "tls"
+    )]
+    pub ca_out: String,
 }
 
 /// How results are printed.

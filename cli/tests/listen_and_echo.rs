@@ -208,3 +208,61 @@ fn url_port(url: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[test]
+fn echo_server_with_tls_answers_wss_calls_from_a_client_trusting_its_ca() {
+    let ca = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("echo-server-ca-{}.pem", std::process::id()));
+    let ca = ca.to_string_lossy().into_owned();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_rpcloop"))
+            .args(["echo-server", "--port", "0", "--tls", "--ca-out", &ca])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the echo server"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let second = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = tx.send((first, second));
+    });
+    let (first, second) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server's first lines");
+    let url = first
+        .strip_prefix("echo server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    assert_eq!(second, format!("CA certificate in {ca}"));
+    // The certificate names localhost and 127.0.0.1: trusted through --ca, answered over TLS.
+    let run = Run::of(&mut rpcloop([
+        "call",
+        &url,
+        r#"{"tls":true}"#,
+        "--ca",
+        &ca,
+        "--json",
+    ]))
+    .expect_code(0);
+    let messages: Vec<_> = run
+        .json_lines()
+        .into_iter()
+        .filter(|l| l.get("call").is_some())
+        .map(|l| l["message"].clone())
+        .collect();
+    assert_eq!(messages, [serde_json::json!({"tls": true})]);
+    // Without the CA, the bundled roots do not trust it.
+    let run = Run::of(&mut rpcloop(["call", &url, "1", "--json"])).expect_code(1);
+    assert!(
+        run.stdout.contains(r#""error_kind":"tls""#),
+        "{}",
+        run.stdout
+    );
+    drop(child);
+    let _ = std::fs::remove_file(&ca);
+}
