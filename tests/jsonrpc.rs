@@ -1934,3 +1934,64 @@ fn pushes_nobody_handles_reach_the_message_handler_in_arrival_order() {
         server.join();
     });
 }
+
+#[test]
+fn cancelling_a_call_of_a_batch_not_yet_written_cancels_the_whole_batch() {
+    bounded(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Incoming>();
+        let server = Server::start(move |ws| {
+            // Only the second batch ever arrives.
+            let Some(incoming) = read_incoming(ws) else {
+                return;
+            };
+            if let Incoming::Batch(calls) = &incoming {
+                let answers: Vec<String> = calls
+                    .iter()
+                    .map(|c| result_frame(c.raw_id(), &c.params))
+                    .collect();
+                send_batch(ws, &answers);
+                ws.flush().unwrap();
+            }
+            tx.send(incoming).unwrap();
+            drain_until_closed(ws);
+        });
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev
+            .connect(&server.url(), rpc_config(JsonRpc2::default()))
+            .unwrap();
+        // All before the first turn: the connection is not open, every batch waits queued.
+        let mut cancelled_runs = Vec::new();
+        for cancelled in [0, 1, 2] {
+            let runs = BatchRuns::default();
+            let ids = ev
+                .submit_batch(conn, echo_batch(3), CallOptions::default(), runs.callback())
+                .unwrap();
+            // The first call carries the batch's frame; the others ride with it.
+            assert!(ev.cancel(ids[cancelled]));
+            assert!(
+                !ev.cancel(ids[(cancelled + 1) % 3]),
+                "cancelled with the batch"
+            );
+            cancelled_runs.push(runs);
+        }
+        assert_eq!(ev.state(conn), Some(rpcloop::ConnState::Connecting));
+        turn_until(&mut ev, |_| cancelled_runs.iter().all(|r| r.runs() > 0));
+        for runs in &cancelled_runs {
+            assert_eq!(runs.results(), vec![Err("Cancelled".to_owned()); 3]);
+        }
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, echo_batch(2), CallOptions::default(), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| runs.runs() > 0);
+        settle(&mut ev);
+        assert_eq!(runs.results(), echoed(2));
+        match rx.recv().unwrap() {
+            Incoming::Batch(calls) => assert_eq!(calls.len(), 2, "nothing cancelled was sent"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ev.stats(conn).unwrap().requests_sent, 2);
+        close_and_wait(&mut ev, conn);
+        server.join();
+        assert_serves_another_connection(&mut ev);
+    });
+}

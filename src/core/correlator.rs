@@ -129,6 +129,11 @@ impl<T> Correlator<T> {
         }
     }
 
+    /// The connection a pending call was made on.
+    pub(crate) fn conn_of(&self, id: CallId) -> Option<ConnId> {
+        self.pending.get(id).map(|call| call.conn)
+    }
+
     /// Whether the call is pending with its request still unsent.
     pub(crate) fn is_unsent(&self, id: CallId) -> bool {
         self.pending

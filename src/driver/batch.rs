@@ -170,6 +170,41 @@ impl Context {
         Ok(ids)
     }
 
+    /// The other calls of the queued batch `call` belongs to (none if it is not in one). In the
+    /// queue a batch is its first call, which holds the frame, followed by the others, which
+    /// hold an empty one.
+    pub(crate) fn unsent_batch_of(&self, call: CallId) -> Vec<CallId> {
+        let Some(c) = self
+            .calls
+            .conn_of(call)
+            .and_then(|conn| self.conns.get(conn.index()))
+        else {
+            return Vec::new();
+        };
+        let is_rider = |entry: &Queued| match entry {
+            Queued::Call(id) => self.calls.unsent_len(*id) == Some(0),
+            Queued::Message(_) => false,
+        };
+        let Some(at) = c
+            .queued
+            .iter()
+            .position(|e| matches!(e, Queued::Call(id) if *id == call))
+        else {
+            return Vec::new();
+        };
+        let mut first = at;
+        while first > 0 && is_rider(&c.queued[first]) {
+            first -= 1;
+        }
+        let last = at + c.queued.range(at + 1..).take_while(|e| is_rider(e)).count();
+        (first..=last)
+            .filter_map(|i| match c.queued[i] {
+                Queued::Call(id) if id != call => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Takes back the calls of a batch that could not be sent.
     fn withdraw(&mut self, ids: &[CallId]) {
         for &id in ids {

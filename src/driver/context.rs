@@ -405,7 +405,16 @@ impl Context {
     /// dispatch. A request not yet written is never sent; an answer that arrives later counts as
     /// a stale message. Returns `false` if the call is not pending (it completed already, or
     /// its completion is queued: then that completion stands).
+    ///
+    /// A call of a [batch](Self::submit_batch) still waiting for the connection to open
+    /// travels in one frame with the rest of its batch: cancelling it cancels every call of
+    /// that batch not yet written.
     pub fn cancel(&mut self, call: CallId) -> bool {
+        if self.calls.is_unsent(call) {
+            for rider in self.unsent_batch_of(call) {
+                self.calls.handle_cancel(rider);
+            }
+        }
         self.calls.handle_cancel(call)
     }
 
