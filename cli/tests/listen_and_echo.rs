@@ -153,31 +153,52 @@ impl Drop for Child {
     }
 }
 
-#[test]
-fn echo_server_answers_calls() {
+/// Starts `rpcloop echo-server` with `args` (after `--port 0`) and returns it with the URL it
+/// printed and the line after it (the CA path line under `--tls`, else empty).
+fn echo_server(args: &[&str]) -> (Child, String, String) {
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_rpcloop"))
             .args(["echo-server", "--port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the echo server"),
     );
     let stdout = child.0.stdout.take().unwrap();
+    let lines_wanted = if args.contains(&"--tls") { 2 } else { 1 };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let lines: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .take(lines_wanted)
+            .map_while(Result::ok)
+            .collect();
+        let _ = tx.send(lines);
     });
-    let line = rx
+    let lines = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("the server's first line");
-    let url = line
-        .trim()
+        .expect("the server's first lines");
+    let first = lines.first().cloned().unwrap_or_default();
+    let url = first
         .strip_prefix("echo server listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
+    (child, url, lines.get(1).cloned().unwrap_or_default())
+}
+
+/// The `message` of every call line of a `--json` run.
+fn call_messages(run: &Run) -> Vec<serde_json::Value> {
+    run.json_lines()
+        .into_iter()
+        .filter(|l| l.get("call").is_some())
+        .map(|l| l["message"].clone())
+        .collect()
+}
+
+#[test]
+fn echo_server_answers_calls() {
+    let (_child, url, _) = echo_server(&[]);
     let run = Run::of(&mut rpcloop([
         "call",
         &url,
@@ -186,14 +207,8 @@ fn echo_server_answers_calls() {
         "--json",
     ]))
     .expect_code(0);
-    let messages: Vec<_> = run
-        .json_lines()
-        .into_iter()
-        .filter(|l| l.get("call").is_some())
-        .map(|l| l["message"].clone())
-        .collect();
     assert_eq!(
-        messages,
+        call_messages(&run),
         [serde_json::json!({"a": [1, 2]}), serde_json::Value::Null]
     );
 
@@ -214,29 +229,7 @@ fn echo_server_with_tls_answers_wss_calls_from_a_client_trusting_its_ca() {
     let ca = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("echo-server-ca-{}.pem", std::process::id()));
     let ca = ca.to_string_lossy().into_owned();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_rpcloop"))
-            .args(["echo-server", "--port", "0", "--tls", "--ca-out", &ca])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the echo server"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let second = lines.next().and_then(Result::ok).unwrap_or_default();
-        let _ = tx.send((first, second));
-    });
-    let (first, second) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server's first lines");
-    let url = first
-        .strip_prefix("echo server listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
+    let (child, url, second) = echo_server(&["--tls", "--ca-out", &ca]);
     assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
     assert_eq!(second, format!("CA certificate in {ca}"));
     // The certificate names localhost and 127.0.0.1: trusted through --ca, answered over TLS.
@@ -249,13 +242,7 @@ fn echo_server_with_tls_answers_wss_calls_from_a_client_trusting_its_ca() {
         "--json",
     ]))
     .expect_code(0);
-    let messages: Vec<_> = run
-        .json_lines()
-        .into_iter()
-        .filter(|l| l.get("call").is_some())
-        .map(|l| l["message"].clone())
-        .collect();
-    assert_eq!(messages, [serde_json::json!({"tls": true})]);
+    assert_eq!(call_messages(&run), [serde_json::json!({"tls": true})]);
     // Without the CA, the bundled roots do not trust it.
     let run = Run::of(&mut rpcloop(["call", &url, "1", "--json"])).expect_code(1);
     assert!(
