@@ -115,8 +115,16 @@ impl SubQueue {
             event => {
                 match self.overflow {
                     Overflow::DropOldest => {
-                        inner.events.pop_front();
-                        inner.dropped += 1;
+                        // The oldest *item*: an Interrupted or Resubscribed is never dropped
+                        // (they are rare, so they cannot grow the queue by much).
+                        let oldest = inner
+                            .events
+                            .iter()
+                            .position(|e| matches!(e, SubscriptionEvent::Item(_)));
+                        if let Some(at) = oldest {
+                            inner.events.remove(at);
+                            inner.dropped += 1;
+                        }
                         inner.events.push_back(event);
                     }
                     Overflow::End => {
@@ -274,5 +282,71 @@ impl Future for Recv<'_> {
     type Output = Option<SubscriptionEvent>;
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         self.sub.poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::conn_id::ConnId;
+    use crate::core::notification::Notification;
+    use crate::error::DisconnectReason;
+
+    fn item(n: u32) -> SubscriptionEvent {
+        let frame = format!(r#"{{"method":"m","params":{{"result":{n}}}}}"#);
+        let item = 33..33 + n.to_string().len();
+        assert_eq!(&frame[item.clone()], n.to_string());
+        SubscriptionEvent::Item(Notification::new(
+            ConnId::new(0),
+            frame.into(),
+            10..13,
+            None,
+            None,
+            Some(item),
+        ))
+    }
+
+    fn drain(queue: &SubQueue) -> Vec<String> {
+        let mut inner = lock(&queue.inner);
+        std::iter::from_fn(|| SubQueue::take(&mut inner).flatten())
+            .map(|e| match e {
+                SubscriptionEvent::Item(n) => n.item_text().to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drop_oldest_drops_items_never_state_events() {
+        let queue = SubQueue::new(&QueueOptions {
+            capacity: 2,
+            ..QueueOptions::default()
+        });
+        let lost = SubscriptionEvent::Interrupted(DisconnectReason::Reset);
+        for event in [lost, item(1), item(2), item(3)] {
+            assert!(queue.push(event));
+        }
+        assert_eq!(lock(&queue.inner).dropped, 2);
+        assert_eq!(drain(&queue), ["Interrupted(Reset)", "3"]);
+    }
+
+    #[test]
+    fn end_policy_ends_once_and_refuses_the_rest() {
+        let queue = SubQueue::new(&QueueOptions {
+            capacity: 1,
+            overflow: Overflow::End,
+            ..QueueOptions::default()
+        });
+        assert!(queue.push(item(1)));
+        assert!(!queue.push(item(2)), "overflow: the loop must unsubscribe");
+        assert!(
+            queue.push(SubscriptionEvent::Ended(Error::Cancelled)),
+            "ignored"
+        );
+        assert_eq!(
+            drain(&queue),
+            ["1", "Ended(SubscriberTooSlow { capacity: 1 })"]
+        );
+        assert!(lock(&queue.inner).finished);
     }
 }
