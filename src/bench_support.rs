@@ -3,7 +3,7 @@
 
 pub use crate::core::wheel::{TimerKey, TimerWheel};
 
-use crate::core::pending::PendingCall;
+use crate::core::pending::{INDEX_SPREAD, PendingCall};
 use crate::driver::context::Callback;
 
 /// The layout of a [`slab::Slab`] slot: the slab stores `enum Entry<T> { Vacant(usize),
@@ -14,10 +14,13 @@ enum SlabSlot<T> {
     Occupied(T),
 }
 
-/// The bytes one pending call holds in the loop's tables: its slot in the pending table plus
-/// its node in the deadline wheel. Excluded: its request frame (held only while the connection
+/// The bytes one pending call holds in the loop's tables: its slot in the pending table, its
+/// node in the deadline wheel, and its share of the id index (which is kept at 16 entries per
+/// call at the peak). Excluded: its request frame (held only while the connection
 /// is not open yet), and the heap box of its callback, whose size is whatever the closure
 /// captures (nothing for a closure that captures nothing).
 pub fn pending_call_bytes() -> usize {
-    size_of::<SlabSlot<PendingCall<Callback>>>() + TimerWheel::<usize>::slot_bytes()
+    size_of::<SlabSlot<PendingCall<Callback>>>()
+        + TimerWheel::<usize>::slot_bytes()
+        + INDEX_SPREAD * size_of::<u32>()
 }

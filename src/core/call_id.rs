@@ -1,50 +1,56 @@
 //! [`CallId`]: the correlation id written on the wire.
 //!
-//! An id *is* the pending table's slab slot plus a generation: `generation << 24 | slot`. With
-//! 24 slot bits and 29 generation bits the largest id is 2^53 - 1, the largest integer a
-//! JavaScript server (which parses JSON numbers as doubles) reads back exactly.
+//! An id is a counter: the first call on a loop is 1, the next 2, and so on, skipping only the
+//! few values whose place in the pending table's index is taken (see
+//! [`pending`](super::pending)). Servers read ids the way their authors expected them to look:
+//! - never 0, which many servers treat as "no id" (`if (!message.id) return;` in
+//!   rpc-websockets; ganache answers it with `"id": null`);
+//! - small, so that servers with 32-bit `int` ids (Java, C#, Go, exchange APIs) read them: with
+//!   up to 1,023 calls pending, the first 10^9 calls of a loop get ids below 2^31;
+//! - at most 2^53 - 1, the largest integer a JavaScript server (which parses JSON numbers as
+//!   doubles) reads back exactly. The counter wraps from there back to 1.
 //!
-//! The slab reuses slots, so the generation is what keeps a late answer to a call that timed out
-//! from completing the newer call that now sits in the same slot: the generation comes from one
-//! counter that advances on every insert, so the same slot is handed out with the same generation
-//! again only after 2^29 (about 537 million) further calls.
+//! An id is unique among pending calls; a late answer to a call that ended carries an id no
+//! pending call has (until the counter comes round again, after 2^53 calls), so it is stale.
 
 use std::fmt;
 
-const SLOT_BITS: u32 = 24;
-const GENERATION_BITS: u32 = 29;
-const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
-
-/// How many calls can be pending at once in one loop (2^24).
-pub(crate) const MAX_SLOTS: usize = 1 << SLOT_BITS;
-/// Generations wrap at this value.
-pub(crate) const GENERATION_MASK: u32 = (1 << GENERATION_BITS) - 1;
-
 /// The id of one call: the number stamped on the request and matched on the response.
 ///
-/// Ids are unique among the calls pending on one [`EventLoop`](crate::EventLoop) and never exceed
-/// [`CallId::MAX`] (2^53 - 1), so they survive a round trip through any JSON parser.
+/// Ids count up from 1 on each [`EventLoop`](crate::EventLoop), are unique among its pending
+/// calls, and lie in [`CallId::MIN`]..=[`CallId::MAX`] (1 to 2^53 - 1), so they survive a
+/// round trip through any JSON parser, and through servers that take 0 for "no id".
 ///
 /// ```
 /// use rpcloop::CallId;
 /// let id = CallId::from_u64(42).unwrap();
 /// assert_eq!(id.as_u64(), 42);
+/// assert!(CallId::from_u64(0).is_none());
 /// assert!(CallId::from_u64(1 << 53).is_none());
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(u64);
 
 impl CallId {
+    /// The smallest id: 1. No call carries 0.
+    pub const MIN: u64 = 1;
     /// The largest id: 2^53 - 1.
     pub const MAX: u64 = (1 << 53) - 1;
 
-    pub(crate) fn new(slot: usize, generation: u32) -> Self {
-        debug_assert!(slot < MAX_SLOTS, "slot {slot} out of range");
-        debug_assert!(
-            generation <= GENERATION_MASK,
-            "generation {generation} out of range"
-        );
-        CallId((u64::from(generation) << SLOT_BITS) | slot as u64)
+    /// The id the counter value `n` stands for; `n` is in `MIN..=MAX`.
+    pub(crate) fn from_counter(n: u64) -> Self {
+        debug_assert!((Self::MIN..=Self::MAX).contains(&n), "id {n} out of range");
+        CallId(n)
+    }
+
+    /// The id that follows this one: the counter wraps from [`Self::MAX`] back to
+    /// [`Self::MIN`], never through 0.
+    pub(crate) fn successor(self) -> Self {
+        if self.0 == Self::MAX {
+            CallId(Self::MIN)
+        } else {
+            CallId(self.0 + 1)
+        }
     }
 
     /// The id as the number written on the wire.
@@ -52,17 +58,12 @@ impl CallId {
         self.0
     }
 
-    /// The id a wire number stands for, or `None` if no call could carry it (above [`Self::MAX`]).
+    /// The id a wire number stands for, or `None` if no call could carry it (0, or above
+    /// [`Self::MAX`]).
     pub fn from_u64(wire: u64) -> Option<Self> {
-        (wire <= Self::MAX).then_some(CallId(wire))
-    }
-
-    pub(crate) fn slot(self) -> usize {
-        (self.0 & SLOT_MASK) as usize
-    }
-
-    pub(crate) fn generation(self) -> u32 {
-        (self.0 >> SLOT_BITS) as u32
+        (Self::MIN..=Self::MAX)
+            .contains(&wire)
+            .then_some(CallId(wire))
     }
 }
 
@@ -83,39 +84,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packs_and_unpacks() {
-        let id = CallId::new(12_345, 678);
-        assert_eq!(id.slot(), 12_345);
-        assert_eq!(id.generation(), 678);
+    fn round_trips_through_the_wire_number() {
+        let id = CallId::from_counter(12_345);
         assert_eq!(CallId::from_u64(id.as_u64()), Some(id));
+        assert_eq!(id.to_string(), "12345");
     }
 
     #[test]
     fn largest_id_is_the_largest_exact_double() {
-        let id = CallId::new(MAX_SLOTS - 1, GENERATION_MASK);
-        assert_eq!(id.as_u64(), CallId::MAX);
+        let id = CallId::from_counter(CallId::MAX);
         assert_eq!(CallId::MAX, (1u64 << 53) - 1);
         // A double holds it exactly, so a JavaScript peer echoes it back unchanged.
         assert_eq!((id.as_u64() as f64) as u64, id.as_u64());
-        assert_eq!(id.slot(), MAX_SLOTS - 1);
-        assert_eq!(id.generation(), GENERATION_MASK);
     }
 
     #[test]
-    fn smallest_id_is_zero() {
-        let id = CallId::new(0, 0);
-        assert_eq!(id.as_u64(), 0);
-    }
-
-    #[test]
-    fn wire_numbers_above_the_limit_are_no_ids() {
+    fn zero_and_numbers_above_the_limit_are_no_ids() {
+        assert!(CallId::from_u64(0).is_none());
         assert!(CallId::from_u64(CallId::MAX + 1).is_none());
         assert!(CallId::from_u64(u64::MAX).is_none());
     }
 
     #[test]
-    fn same_slot_different_generation_differs() {
-        assert_ne!(CallId::new(7, 1), CallId::new(7, 2));
-        assert_ne!(CallId::new(7, 1).as_u64(), CallId::new(8, 1).as_u64());
+    fn the_counter_wraps_to_one_not_zero() {
+        assert_eq!(CallId::from_counter(7).successor().as_u64(), 8);
+        assert_eq!(CallId::from_counter(CallId::MAX).successor().as_u64(), 1);
     }
 }

@@ -49,7 +49,7 @@ pub(crate) struct Completion<T> {
 #[derive(Debug)]
 pub(crate) struct Correlator<T> {
     pending: PendingCalls<T>,
-    /// Each timer carries the slot of its call.
+    /// Each timer carries the slab key of its call.
     deadlines: TimerWheel<usize>,
     completions: VecDeque<Completion<T>>,
     /// Reused by `handle_disconnect`, so failing a connection allocates once per loop.
@@ -110,9 +110,8 @@ impl<T> Correlator<T> {
         token: T,
     ) -> CallId {
         let deadlines = &mut self.deadlines;
-        self.pending.insert(conn, unsent, token, |id| {
-            deadlines.insert(deadline, id.slot())
-        })
+        self.pending
+            .insert(conn, unsent, token, |key| deadlines.insert(deadline, key))
     }
 
     /// Takes the encoded request of a call that was queued unsent, marking it written. `None`
@@ -258,10 +257,10 @@ impl<T> Correlator<T> {
     /// returns how many.
     pub(crate) fn handle_timeout(&mut self, now: u64) -> usize {
         let mut expired = 0;
-        while let Some(slot) = self.deadlines.poll(now) {
-            // The timer was removed by `poll`; the slot is occupied because a call's timer is
+        while let Some(key) = self.deadlines.poll(now) {
+            // The timer was removed by `poll`; the key is occupied because a call's timer is
             // always disarmed when the call leaves the table.
-            let (id, call) = self.pending.take_slot(slot);
+            let (id, call) = self.pending.take_key(key);
             self.completions.push_back(Completion {
                 id,
                 conn: call.conn,
@@ -306,7 +305,7 @@ impl<T> Correlator<T> {
         let mut ids = std::mem::take(&mut self.scratch);
         self.pending.ids_on(conn, &mut ids);
         // Slab order is not submit order; fail them in id order so callbacks run predictably.
-        ids.sort_unstable_by_key(|id| (id.generation(), id.slot()));
+        ids.sort_unstable();
         let mut failed = 0;
         for id in ids.drain(..) {
             let written = !self.is_unsent(id);
@@ -344,7 +343,7 @@ impl<T> Correlator<T> {
             return;
         };
         let disarmed = self.deadlines.cancel(timer);
-        debug_assert_eq!(disarmed, Some(id.slot()));
+        debug_assert!(disarmed.is_some(), "a pending call's timer is armed");
         self.completions.push_back(Completion {
             id,
             conn,
@@ -438,7 +437,7 @@ mod tests {
         c.handle_timeout(10);
         drain(&mut c);
         let new = c.handle_submit(A, 1_000, None, 2);
-        assert_eq!(old.slot(), new.slot());
+        assert_ne!(old, new);
         let late = route(&mut c, A, &Envelope, answer(old, r#""old""#));
         assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
         assert!(drain(&mut c).is_empty());

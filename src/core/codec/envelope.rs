@@ -83,9 +83,9 @@ mod tests {
     fn golden_request_frames() {
         let mut out = String::new();
         Envelope
-            .encode_request(CallId::from_u64(0).unwrap(), "42", &mut out)
+            .encode_request(CallId::from_u64(1).unwrap(), "42", &mut out)
             .unwrap();
-        assert_eq!(out, r#"{"id":0,"message":42}"#);
+        assert_eq!(out, r#"{"id":1,"message":42}"#);
         out.clear();
         Envelope
             .encode_request(CallId::from_u64(CallId::MAX).unwrap(), r#""hi""#, &mut out)
