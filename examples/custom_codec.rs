@@ -54,6 +54,11 @@ impl Codec for ReqId {
     }
 
     fn decode(&self, frame: &str) -> Decoded {
+        // serde's derived `Deserialize` reads a struct from a JSON array too (`[7, "ok"]` would
+        // be `reqid` 7): an answer must be an object.
+        if !frame.trim_start().starts_with('{') {
+            return Decoded::Malformed;
+        }
         let Ok(answer) = serde_json::from_str::<Answer<'_>>(frame) else {
             return Decoded::Malformed;
         };

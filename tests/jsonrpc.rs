@@ -801,6 +801,74 @@ fn malformed_answers_are_counted_and_never_complete_a_call() {
     });
 }
 
+/// serde reads a struct from a JSON array too (`visit_seq`): answers shaped as arrays used to
+/// complete calls, and a string id with a leading zero matched the call with those digits.
+#[test]
+fn answers_that_are_arrays_or_carry_a_padded_string_id_complete_nothing() {
+    for codec in [JsonRpc2::default(), JsonRpc2::with_string_ids()] {
+        bounded(move || {
+            let (tx, rx) = mpsc::channel();
+            let server = Server::start(move |ws| {
+                let calls = read_calls(ws, 3);
+                let id = |i: usize| calls[i].raw_id().to_owned();
+                let mut frames = vec![
+                    // An `error` that is an array, not an object.
+                    format!(
+                        r#"{{"jsonrpc":"2.0","id":{},"error":[-32000,"boom"]}}"#,
+                        id(0)
+                    ),
+                    // A batch whose element is an array, not an object.
+                    format!(r#"[["2.0",{},"hijacked"]]"#, id(1)),
+                ];
+                if calls[0].raw_id().starts_with('"') {
+                    // "05" is not the id "5": ids match by their exact text.
+                    let padded = format!("\"0{}\"", calls[2].id_number());
+                    frames.push(result_frame(&padded, &json!("hijacked")));
+                }
+                for frame in &frames {
+                    raw(ws, frame);
+                }
+                reply(ws, &calls[2], &json!("fine")); // after them: once it is in, all were read
+                ws.flush().unwrap();
+                tx.send(frames).unwrap();
+                drain_until_closed(ws);
+            });
+            let (mut ev, conn) = connected(&server, rpc_config(codec));
+            let pushes = Pushes::record(&mut ev, conn);
+            let outcomes = Outcomes::new(3);
+            for i in 0..2 {
+                ev.submit_with(
+                    conn,
+                    req("echo", json!([i])),
+                    timeout(1_000),
+                    outcomes.callback(i),
+                )
+                .unwrap();
+            }
+            ev.submit(conn, req("echo", json!([2])), outcomes.callback(2))
+                .unwrap();
+            turn_until(&mut ev, |_| outcomes.all_completed());
+            settle(&mut ev);
+            outcomes.assert_exactly_once();
+            assert_eq!(outcomes.error(0), "Timeout");
+            assert_eq!(outcomes.error(1), "Timeout");
+            assert_eq!(outcomes.get(2), Ok(r#""fine""#.to_owned()));
+            let frames = rx.recv().unwrap();
+            use UnmatchedReason::{Malformed, UnknownId};
+            let expected: Vec<_> = [Malformed, Malformed, UnknownId]
+                .into_iter()
+                .zip(frames)
+                .collect();
+            assert_eq!(pushes.all(), expected);
+            let stats = ev.stats(conn).unwrap();
+            assert_eq!((stats.malformed, stats.answers, stats.timeouts), (2, 1, 2));
+            assert_eq!(ev.state(conn), Some(ConnState::Open));
+            close_and_wait(&mut ev, conn);
+            server.join();
+        });
+    }
+}
+
 #[test]
 fn a_payload_that_is_not_a_request_object_fails_with_encode_at_once_and_sends_nothing() {
     bounded(|| {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Codec, CodecError, Decoded, parse_id, span_of};
+use super::{Codec, CodecError, Decoded, parse_id, parse_object, span_of};
 use crate::core::call_id::CallId;
 
 /// The original protocol: a request is `{"id": N, "message": <payload>}` and the answer carries
@@ -51,7 +51,7 @@ impl Codec for Envelope {
                 Err(_) => Decoded::Malformed,
             };
         }
-        let Ok(fields) = serde_json::from_str::<Fields<'_>>(frame) else {
+        let Some(fields) = parse_object::<Fields<'_>>(frame) else {
             return Decoded::Malformed;
         };
         let Some(raw_id) = fields.id else {
@@ -139,6 +139,9 @@ mod tests {
             Decoded::NoId
         ));
         assert!(matches!(Envelope.decode("[1,2]"), Decoded::NoId));
+        // serde reads a struct from an array too (`[id, message]`): it is no answer.
+        assert!(matches!(Envelope.decode(r#"[5,"x"]"#), Decoded::NoId));
+        assert!(matches!(Envelope.decode(r#" [5,"x"]"#), Decoded::NoId));
         assert!(matches!(Envelope.decode("17"), Decoded::NoId));
         assert!(matches!(Envelope.decode("{not json"), Decoded::Malformed));
         assert!(matches!(Envelope.decode(""), Decoded::Malformed));

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Codec, CodecError, Decoded, parse_id, span_of};
+use super::{Codec, CodecError, Decoded, parse_id, parse_object, span_of};
 use crate::core::call_id::CallId;
 
 /// How request ids are written, and so which answer ids match.
@@ -175,7 +175,8 @@ impl Codec for JsonRpc2 {
 impl JsonRpc2 {
     /// Decodes one message object `text`, a subslice of `frame` (ranges are into `frame`).
     fn decode_object(&self, frame: &str, text: &str) -> Decoded {
-        let Ok(f) = serde_json::from_str::<Fields<'_>>(text) else {
+        // A batch element that is an array (`[["2.0",5,"x"]]`) is no message.
+        let Some(f) = parse_object::<Fields<'_>>(text) else {
             return Decoded::Malformed;
         };
         if f.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
@@ -213,20 +214,22 @@ impl JsonRpc2 {
                 id,
                 payload: Some(span_of(frame, result.get())),
             },
-            (_, Some(error)) => match serde_json::from_str::<ErrorObject<'_>>(error.get()) {
-                Ok(e) => Decoded::Failure {
+            // §5.1: "error" is an Object (`[-32000,"boom"]` is not).
+            (_, Some(error)) => match parse_object::<ErrorObject<'_>>(error.get()) {
+                Some(e) => Decoded::Failure {
                     id,
                     code: e.code,
                     message: e.message.into_owned(),
                     data: e.data.map(RawValue::to_owned),
                 },
-                Err(_) => Decoded::Malformed,
+                None => Decoded::Malformed,
             },
             (None, None) => Decoded::Malformed,
         }
     }
 
-    /// The id as this codec writes it: a plain number, or a string of the same digits.
+    /// The id as this codec writes it: a plain number, or a string of the same digits. Ids
+    /// match by their exact text: `"05"` is not the id `"5"`.
     fn parse_id(&self, raw: &RawValue) -> Result<u64, ()> {
         match self.ids {
             IdStyle::Number => parse_id(raw)?.ok_or(()),
@@ -236,7 +239,11 @@ impl JsonRpc2 {
                     .strip_prefix('"')
                     .and_then(|s| s.strip_suffix('"'))
                     .ok_or(())?;
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                // Only the text we write: no sign, no leading zero, no escapes.
+                let canonical = digits.bytes().all(|b| b.is_ascii_digit())
+                    && !digits.is_empty()
+                    && (digits == "0" || !digits.starts_with('0'));
+                if !canonical {
                     return Err(());
                 }
                 digits.parse().map_err(|_| ())
@@ -247,8 +254,7 @@ impl JsonRpc2 {
 
 fn notification(frame: &str, method: &RawValue, params: Option<&RawValue>) -> Decoded {
     let (subscription, item) = params
-        .filter(|p| p.get().starts_with('{'))
-        .and_then(|p| serde_json::from_str::<SubscriptionParams<'_>>(p.get()).ok())
+        .and_then(|p| parse_object::<SubscriptionParams<'_>>(p.get()))
         .map_or((None, None), |p| {
             (
                 p.subscription.map(|s| span_of(frame, s.get())),
@@ -358,6 +364,9 @@ mod tests {
             r#""""#,
             r#""0x5""#,
             r#""\u0035""#,
+            r#""05""#,
+            r#""+5""#,
+            r#"" 5""#,
         ] {
             let frame = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":1}}"#);
             assert!(
@@ -389,9 +398,16 @@ mod tests {
             "[]",
             "[1,",
             "{oops",
+            // serde reads a struct from an array too; an object is required everywhere.
+            r#"{"jsonrpc":"2.0","id":5,"error":[-32000,"boom"]}"#,
+            r#"{"jsonrpc":"2.0","id":5,"error":[-32000,"boom",null]}"#,
         ] {
             assert!(matches!(rpc.decode(frame), Decoded::Malformed), "{frame}");
         }
+        let Decoded::Batch(elements) = rpc.decode(r#"[["2.0",5,"hijacked"]]"#) else {
+            panic!("a batch")
+        };
+        assert!(matches!(elements[..], [Decoded::Malformed]), "{elements:?}");
         // The parse-error reply: an error that cannot name its request.
         let frame =
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;
@@ -437,6 +453,17 @@ mod tests {
             } => assert_eq!(at(frame, &s), "23784"),
             other => panic!("{other:?}"),
         }
+        // A `params` that is an array is routed by method; it has no subscription key.
+        let frame = r#"{"jsonrpc":"2.0","method":"s","params":["0xab",{"n":1}]}"#;
+        assert!(matches!(
+            rpc.decode(frame),
+            Decoded::Notification {
+                params: Some(_),
+                subscription: None,
+                item: None,
+                ..
+            }
+        ));
         let frame = r#"{"jsonrpc":"2.0","method":"bare"}"#;
         assert!(matches!(
             rpc.decode(frame),

@@ -136,6 +136,18 @@ pub(crate) fn parse_id(raw: &RawValue) -> Result<Option<u64>, ()> {
     text.parse().map(Some).map_err(|_| ())
 }
 
+/// Parses a wire struct from `text`, which must be a JSON object.
+///
+/// serde's derived `Deserialize` for a struct also accepts a JSON array, filling the fields in
+/// order (its `visit_seq`): `["2.0",5,"hijacked"]` would read as `jsonrpc`, `id` and `result`.
+/// Every member that must be an object goes through here, which refuses any other form.
+pub(crate) fn parse_object<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Option<T> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
 /// The byte range `inner` occupies inside `outer`; `inner` must be a subslice of `outer`.
 pub(crate) fn span_of(outer: &str, inner: &str) -> Range<usize> {
     let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
