@@ -60,6 +60,13 @@ pub struct ConnectionConfig {
     /// [`Error::Busy`](crate::Error::Busy) instead of growing memory, until the socket drains.
     /// Requests queued while the connection is not open count against it too. Default: 64 MiB.
     pub max_write_buffer: usize,
+    /// How deeply the arrays and objects of an incoming text frame may nest. A frame nested
+    /// deeper is malformed ([`UnmatchedReason::Malformed`](crate::UnmatchedReason)): it is
+    /// counted, handed to the message handler, and completes nothing, whatever id it carries.
+    /// The depth is measured before the codec reads the frame, so it holds for every
+    /// [`Codec`], a custom one too, and anything the codec hands on is at most this deep.
+    /// Default: 128.
+    pub max_nesting_depth: usize,
     /// Set `TCP_NODELAY`, so small requests leave at once. Default: `true`.
     pub nodelay: bool,
     /// Extra HTTP headers sent with the opening handshake (authentication, for example).
@@ -85,6 +92,7 @@ impl Default for ConnectionConfig {
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
             max_write_buffer: 64 << 20,
+            max_nesting_depth: 128,
             nodelay: true,
             headers: Vec::new(),
             codec: Arc::new(Envelope),

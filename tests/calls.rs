@@ -296,6 +296,63 @@ fn unmatched_frames_go_to_the_handler_and_never_break_calls() {
     assert_eq!(ev.state(conn), Some(ConnState::Open));
 }
 
+/// A frame of a million nested arrays carrying a pending call's id used to complete the call.
+#[test]
+fn a_frame_nested_a_million_deep_is_malformed_and_the_call_still_gets_its_answer() {
+    const LEVELS: usize = 1_000_000;
+    let deep = |id: u64| {
+        format!(
+            r#"{{"id":{id},"message":{}{}}}"#,
+            "[".repeat(LEVELS),
+            "]".repeat(LEVELS)
+        )
+    };
+    let server = Server::start(move |ws| {
+        let req = read_request(ws).unwrap();
+        raw(ws, &deep(req.id));
+        // At the limit (128 with the object around it): read as usual, but for no call.
+        raw(
+            ws,
+            &format!(
+                r#"{{"id":987654321,"message":{}{}}}"#,
+                "[".repeat(127),
+                "]".repeat(127)
+            ),
+        );
+        answer(ws, req.id, &json!("the real answer"));
+        ws.flush().unwrap();
+        drain_until_closed(ws);
+    });
+    let (mut ev, conn) = connected(&server, ConnectionConfig::default());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    ev.set_message_handler(conn, move |_, message| {
+        s.borrow_mut()
+            .push((message.reason(), message.as_bytes().len()));
+    })
+    .unwrap();
+    let outcomes = Outcomes::new(1);
+    let id = ev.submit(conn, "question", outcomes.callback(0)).unwrap();
+    turn_until(&mut ev, |_| {
+        outcomes.all_completed() && seen.borrow().len() == 2
+    });
+    outcomes.assert_exactly_once();
+    assert_eq!(outcomes.get(0).unwrap(), r#""the real answer""#);
+    let expected_size = deep(id.as_u64()).len();
+    assert_eq!(
+        seen.borrow()[0],
+        (UnmatchedReason::Malformed, expected_size),
+        "the deep frame is handed over whole, as malformed"
+    );
+    assert_eq!(seen.borrow()[1].0, UnmatchedReason::UnknownId);
+    let stats = ev.stats(conn).unwrap();
+    assert_eq!(
+        (stats.malformed, stats.unknown_id, stats.answers),
+        (1, 1, 1)
+    );
+    assert_eq!(ev.state(conn), Some(ConnState::Open));
+}
+
 #[test]
 fn without_a_handler_unmatched_frames_are_counted() {
     let server = Server::start(|ws| {

@@ -509,3 +509,38 @@ fn headers_reach_the_handshake() {
     assert_eq!(headers, ["Bearer t0k3n", "7"]);
     server.join().unwrap();
 }
+
+/// A million nested arrays around the call's id used to complete the call, and the output then
+/// held a 2 MB nested `message` that common JSON parsers cannot read back.
+#[test]
+fn a_frame_nested_a_million_deep_is_reported_malformed_and_every_line_parses() {
+    const LEVELS: usize = 1_000_000;
+    let server = Server::start(|ws| {
+        let Some(req) = read_request(ws) else { return };
+        let deep = format!(
+            r#"{{"id":{},"message":{}{}}}"#,
+            req.id,
+            "[".repeat(LEVELS),
+            "]".repeat(LEVELS)
+        );
+        raw(ws, &deep);
+        answer(ws, req.id, &json!("the real answer"));
+        ws.flush().unwrap();
+        drain_until_closed(ws);
+    });
+    let run = Run::of(&mut rpcloop(["call", &server.url(), r#""q""#, "--json"])).expect_code(0);
+    // Parsed with serde_json, whose 128-level limit is stricter than Python's `json`.
+    let lines = run.json_lines();
+    let calls = calls_by_index(&lines, 1);
+    assert_eq!(calls[0]["outcome"], "ok");
+    assert_eq!(calls[0]["message"], "the real answer");
+    let unmatched: Vec<&Value> = lines.iter().filter(|l| l["event"] == "unmatched").collect();
+    assert_eq!(unmatched.len(), 1, "{}", run.stdout);
+    assert_eq!(unmatched[0]["reason"], "malformed");
+    assert!(unmatched[0]["raw"].as_str().unwrap().len() <= 256);
+    assert!(
+        run.stdout.len() < 4096,
+        "nothing of the deep frame is printed whole"
+    );
+    server.join();
+}

@@ -19,6 +19,7 @@ use tungstenite::Utf8Bytes;
 use super::call_id::CallId;
 use super::codec::{Codec, Decoded};
 use super::conn_id::ConnId;
+use super::nesting::nests_deeper_than;
 use super::notification::Notification;
 use super::pending::{PendingCall, PendingCalls, Unknown};
 use super::response::Response;
@@ -144,13 +145,20 @@ impl<T> Correlator<T> {
     /// each of its calls); a notification comes back for the driver to route; anything else
     /// comes back with the reason it matched nothing. Batch elements that match nothing, when
     /// others did, are only reported to `stray` (for counting).
+    ///
+    /// A frame nested deeper than `max_depth` is malformed before `codec` sees it, so the limit
+    /// holds for every codec, a user's own too.
     pub(crate) fn handle_frame(
         &mut self,
         conn: ConnId,
         codec: &dyn Codec,
+        max_depth: usize,
         frame: Utf8Bytes,
         stray: &mut impl FnMut(UnmatchedReason),
     ) -> Routed {
+        if nests_deeper_than(frame.as_bytes(), max_depth) {
+            return Routed::Unmatched(UnmatchedReason::Malformed, frame);
+        }
         match codec.decode(frame.as_str()) {
             Decoded::Batch(elements) => {
                 let mut answered = 0;
@@ -364,7 +372,7 @@ mod tests {
         codec: &dyn Codec,
         frame: Utf8Bytes,
     ) -> Result<(), (UnmatchedReason, Utf8Bytes)> {
-        match c.handle_frame(conn, codec, frame, &mut |_| {}) {
+        match c.handle_frame(conn, codec, DEPTH, frame, &mut |_| {}) {
             Routed::Answered(_) => Ok(()),
             Routed::Unmatched(reason, frame) => Err((reason, frame)),
             Routed::Notification(n) => panic!("{n:?}"),
@@ -375,6 +383,7 @@ mod tests {
 
     const A: ConnId = ConnId::from_raw(0);
     const B: ConnId = ConnId::from_raw(1);
+    const DEPTH: usize = 128;
 
     fn answer(id: CallId, message: &str) -> Utf8Bytes {
         format!(r#"{{"id":{id},"message":{message}}}"#).into()
@@ -563,7 +572,7 @@ mod tests {
             r#"[{{"jsonrpc":"2.0","id":{b},"result":"b"}},{{"jsonrpc":"2.0","id":999,"result":0}},{{"jsonrpc":"2.0","id":{a},"result":"a"}},{{"x":1}}]"#
         );
         let mut strays = Vec::new();
-        let routed = c.handle_frame(A, &JsonRpc2::default(), frame.into(), &mut |r| {
+        let routed = c.handle_frame(A, &JsonRpc2::default(), DEPTH, frame.into(), &mut |r| {
             strays.push(r)
         });
         assert!(matches!(routed, Routed::Answered(2)));
@@ -578,7 +587,7 @@ mod tests {
         // the others are strays.
         strays.clear();
         let frame = r#"[{"jsonrpc":"2.0","id":998,"result":0},{"bad":1}]"#;
-        let routed = c.handle_frame(A, &JsonRpc2::default(), frame.into(), &mut |r| {
+        let routed = c.handle_frame(A, &JsonRpc2::default(), DEPTH, frame.into(), &mut |r| {
             strays.push(r)
         });
         assert!(matches!(
@@ -600,8 +609,9 @@ mod tests {
             Ok(())
         }
         fn decode(&self, frame: &str) -> Decoded {
+            // Any frame is an error answer for the number inside its brackets.
             Decoded::Failure {
-                id: frame.parse().unwrap(),
+                id: frame.trim_matches(['[', ']']).parse().unwrap(),
                 code: -32601,
                 message: "no such method".into(),
                 data: None,
@@ -619,6 +629,39 @@ mod tests {
             done.result,
             Err(Error::Remote { code: -32601, .. })
         ));
+    }
+
+    #[test]
+    fn a_frame_nested_past_the_limit_is_malformed_before_any_codec_reads_it() {
+        let mut c = Correlator::new();
+        let id = c.handle_submit(A, 50, None, 1);
+        // 100,000 nested arrays around a pending call's id: it used to complete the call.
+        let deep = format!(
+            r#"{{"id":{id},"message":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let routed = route(&mut c, A, &Envelope, deep.clone().into());
+        assert!(matches!(routed, Err((UnmatchedReason::Malformed, _))));
+        // The codec is never asked: this one would complete any frame.
+        let routed = route(&mut c, A, &FailingCodec, format!("[[{id}]]").into());
+        assert!(routed.is_ok(), "two levels are within the limit");
+        let id = c.handle_submit(A, 50, None, 2);
+        let too_deep = format!("{}{id}{}", "[".repeat(129), "]".repeat(129));
+        let routed = c.handle_frame(A, &FailingCodec, 128, too_deep.into(), &mut |_| {});
+        assert!(matches!(
+            routed,
+            Routed::Unmatched(UnmatchedReason::Malformed, _)
+        ));
+        assert_eq!(c.pending_len(), 1);
+        // At the limit, the frame is read as usual.
+        let at_limit = format!(
+            r#"{{"id":{id},"message":{}{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert!(route(&mut c, A, &Envelope, at_limit.into()).is_ok());
+        assert_eq!(c.pending_len(), 0);
     }
 
     #[test]

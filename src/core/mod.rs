@@ -14,6 +14,7 @@ pub(crate) mod codec;
 pub(crate) mod conn_id;
 pub(crate) mod correlator;
 pub(crate) mod keepalive;
+pub(crate) mod nesting;
 pub(crate) mod notification;
 pub(crate) mod pending;
 pub(crate) mod request;

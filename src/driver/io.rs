@@ -283,10 +283,13 @@ impl Context {
                     };
                     let stats = &mut c.stats;
                     let mut stray = |reason| Connection::count(stats, reason);
-                    match self
-                        .calls
-                        .handle_frame(conn, &*c.config.codec, text, &mut stray)
-                    {
+                    match self.calls.handle_frame(
+                        conn,
+                        &*c.config.codec,
+                        c.config.max_nesting_depth,
+                        text,
+                        &mut stray,
+                    ) {
                         Routed::Answered(calls) => {
                             c.stats.answers += calls;
                             continue;
