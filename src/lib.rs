@@ -176,9 +176,13 @@
 //! ## Guarantees
 //! - Every submitted call completes exactly once: answer, timeout, cancel, disconnect, close or
 //!   shutdown. A `submit` that returns an error did not submit: its callback is dropped unrun.
-//! - An id is never matched to a call it was not issued for: ids carry a generation, so a late
-//!   answer to a timed-out call never completes the newer call that reused its slot.
-//! - Ids never exceed 2^53 - 1, so JavaScript servers echo them back exactly.
+//! - An id is never matched to a call it was not issued for: each pending call keeps its full
+//!   id, so a late answer to a timed-out call never completes the newer call in its place.
+//! - Ids count up from 1 on each loop (never 0, which many servers read as "no id"), stay below
+//!   2^31 for the first 10^9 calls with up to 1,023 pending, and never exceed 2^53 - 1, so
+//!   JavaScript servers echo them back exactly.
+//! - A frame nested deeper than [`ConnectionConfig::max_nesting_depth`] is malformed and
+//!   completes nothing; no code path recurses on what a peer sends.
 //! - Memory is bounded by [`ConnectionConfig`]: calls in flight, message and frame size, write
 //!   buffer (calls queued while the connection is down count against it).
 //! - Nothing a peer sends can panic the loop.
