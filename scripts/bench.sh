@@ -4,8 +4,13 @@
 # loopback; and rpcloop over wss:// (a second echo server with --tls, its CA trusted with --ca)
 # beside its own ws:// runs, for the cost of TLS per call.
 #
-#   scripts/bench.sh            the full run: 3 runs of each client per row, medians, ratios
-#   scripts/bench.sh --quick    a smoke run for CI: 1 run per row, 2,000 calls
+#   scripts/bench.sh                 the full run: 3 runs of each client per row, medians, ratios
+#   scripts/bench.sh --quick         a smoke run for CI: 1 run per row, 2,000 calls
+#   scripts/bench.sh --baseline REV  the full run, plus REV's examples/bench (built from a
+#                                    checkout of that commit under target/bench/) in every
+#                                    row beside this tree's, with a table of the ratios
+#                                    this tree / REV: a change measured against its parent in
+#                                    one run
 #
 # The echo server is pinned to CPU 0 and the clients to CPU 1 (when the machine has two CPUs
 # and taskset is present); floor and rpcloop runs alternate, so drift hits both alike. Prints a
@@ -14,15 +19,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0
+quick=0 baseline=
 case "${1:-}" in
   --quick) quick=1 ;;
+  --baseline) baseline=${2:?usage: scripts/bench.sh --baseline REV} ;;
   "") ;;
-  *) echo "usage: scripts/bench.sh [--quick]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [--quick | --baseline REV]" >&2; exit 2 ;;
 esac
 
 cargo build --release --locked --examples --bins >&2
 bin=target/release/examples
+base_bin=
+if [ -n "$baseline" ]; then
+  # The baseline's sources, exported as they were at REV, built with the same toolchain.
+  base_src=target/bench/baseline-src
+  rev=$(git rev-parse --verify "$baseline^{commit}")
+  rm -rf "$base_src" && mkdir -p "$base_src"
+  git archive "$rev" | tar -x -C "$base_src"
+  (cd "$base_src" && CARGO_TARGET_DIR="$PWD/../baseline-target" \
+    cargo build --release --locked --example bench >&2)
+  base_bin=target/bench/baseline-target/release/examples/bench
+  echo "baseline: $(git log -1 --format='%h %s' "$rev")" >&2
+fi
 echo_server=(target/release/rpcloop echo-server)
 out=target/bench
 mkdir -p "$out"
@@ -75,20 +93,23 @@ for row in "${rows[@]}"; do
     echo "K=$k N=$n B=$b run $r/$runs" >&2
     run floor "$bin/bench_floor" "${common[@]}"
     run callback "$bin/bench" "${common[@]}"
+    [ -z "$base_bin" ] || run "baseline callback" "$base_bin" "${common[@]}"
     run "wss callback" "$bin/bench" "${tls[@]}"
     if [ "$k" = 1 ] || [ "$k" = 16 ]; then
       run "callback busy-poll" "$bin/bench" "${common[@]}" --busy-poll
       run "wss callback busy-poll" "$bin/bench" "${tls[@]}" --busy-poll
     fi
     run handle "$bin/bench" "${common[@]}" --mode handle
+    [ -z "$base_bin" ] || run "baseline handle" "$base_bin" "${common[@]}" --mode handle
     run future "$bin/bench" "${common[@]}" --mode future
   done
 done
 
-python3 - "$results" "$quick" <<'PY'
+python3 - "$results" "$quick" "$baseline" <<'PY'
 import json, statistics, sys, subprocess, platform
 rows = [json.loads(l) for l in open(sys.argv[1])]
 quick = sys.argv[2] == "1"
+baseline = sys.argv[3]
 def model():
     try:
         for line in open("/proc/cpuinfo"):
@@ -133,4 +154,20 @@ for (k, n, b), by_label in groups.items():
               f"{wss['cpu_ns_per_req']:,.0f} | {wss['cpu_ns_per_req'] - ws['cpu_ns_per_req']:+,.0f} | "
               f"{ws['allocs_per_req']:.2f} | {wss['allocs_per_req']:.2f} | "
               f"{wss['allocs_per_req'] - ws['allocs_per_req']:+.2f} |")
+if baseline:
+    print(f"\nThis tree against the baseline {baseline}, each mode beside the same mode built "
+          "from the baseline (same run, medians; below 1 is better for p50, p99 and cpu).\n")
+    print("| K | calls | payload | mode | p50 x | p99 x | rps x | cpu x | allocs/call | allocs/call base |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (k, n, b), by_label in groups.items():
+        med = {label: {f: statistics.median(x[f] for x in runs)
+                       for f in ("p50_us", "p99_us", "rps", "cpu_ns_per_req", "allocs_per_req")}
+               for label, runs in by_label.items()}
+        for mode in ("callback", "handle"):
+            if mode not in med or "baseline " + mode not in med:
+                continue
+            new, old = med[mode], med["baseline " + mode]
+            r = lambda f: f"{new[f] / old[f]:.2f}"
+            print(f"| {k} | {n} | {b} | {mode} | {r('p50_us')} | {r('p99_us')} | {r('rps')} | "
+                  f"{r('cpu_ns_per_req')} | {new['allocs_per_req']:.2f} | {old['allocs_per_req']:.2f} |")
 PY
