@@ -36,6 +36,20 @@ enum Peer {
     Python,
 }
 
+/// The checkout's root. Cargo sets `CARGO_MANIFEST_DIR` when running tests; it is read at run
+/// time, since a test binary reused from another checkout (same sources, shared target dir)
+/// keeps that checkout's path.
+fn root() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+}
+
+/// The `node` to run the Node servers with.
+fn node() -> String {
+    std::env::var("RPCLOOP_INTEROP_NODE").unwrap_or_else(|_| "node".into())
+}
+
 /// A server process, stopped on drop (its stdin closes, and it exits on that).
 struct External {
     child: Child,
@@ -46,17 +60,9 @@ struct External {
 impl External {
     /// Starts `peer`'s server for `protocol` ("envelope" or "jsonrpc") on a free port.
     fn start(peer: Peer, protocol: &str) -> External {
-        // Cargo sets it when running tests; read at run time, since a test binary reused from
-        // another checkout (same sources, shared target dir) keeps that checkout's path.
-        let root = PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        );
+        let root = root();
         let (program, script) = match peer {
-            Peer::Node => (
-                std::env::var("RPCLOOP_INTEROP_NODE").unwrap_or_else(|_| "node".into()),
-                root.join("tests/interop/node/server.js"),
-            ),
+            Peer::Node => (node(), root.join("tests/interop/node/server.js")),
             Peer::Python => (
                 std::env::var("RPCLOOP_INTEROP_PYTHON").unwrap_or_else(|_| {
                     root.join("target/interop/venv/bin/python")
@@ -66,15 +72,23 @@ impl External {
                 root.join("tests/interop/python/server.py"),
             ),
         };
-        let mut child = Command::new(&program)
-            .arg(&script)
-            .arg(protocol)
+        External::spawn(
+            &format!("{peer:?}"),
+            &program,
+            &[script.as_os_str(), protocol.as_ref()],
+        )
+    }
+
+    /// Runs `program args.. 0` (port 0: any free port) and reads the port it prints.
+    fn spawn(what: &str, program: &str, args: &[&std::ffi::OsStr]) -> External {
+        let mut child = Command::new(program)
+            .args(args)
             .arg("0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("{peer:?} server ({program}): {e}; run scripts/interop.sh to install it")
+                panic!("{what} server ({program}): {e}; run scripts/interop.sh to install it")
             });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -85,11 +99,11 @@ impl External {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{peer:?} server did not print its port within 30 s"));
+            .unwrap_or_else(|_| panic!("{what} server did not print its port within 30 s"));
         let port = line
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("{peer:?} server printed {line:?}, not a port"));
+            .unwrap_or_else(|_| panic!("{what} server printed {line:?}, not a port"));
         External {
             stdin: child.stdin.take(),
             child,
