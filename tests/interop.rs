@@ -1,11 +1,13 @@
-//! rpcloop against servers it did not write: Node's `ws` and Python's `websockets`
-//! (`tests/interop/`), speaking the envelope protocol and JSON-RPC 2.0 on 127.0.0.1.
+//! rpcloop against servers it did not write (`tests/interop/`), on 127.0.0.1: ours on Node's
+//! `ws` and Python's `websockets`, speaking the envelope protocol and JSON-RPC 2.0, and the
+//! `rpc-websockets` package's own JSON-RPC 2.0 server.
 //!
-//! Every test runs against both servers (the `node` and `python` modules below), and is
-//! ignored by default since it needs their packages installed: `scripts/interop.sh` installs
-//! them locally and runs `cargo test --test interop -- --ignored`. The servers select their
-//! behaviour from the request's payload (`tests/interop/README.md`): shuffled answers, delays,
-//! pushes around answers, pings, a close of their own.
+//! The scenarios at the top run against both of our servers (the `node` and `python` modules
+//! below), which select their behaviour from the request's payload
+//! (`tests/interop/README.md`): shuffled answers, delays, pushes around answers, pings, a close
+//! of their own. The `rpc_websockets` module runs `JsonRpc2` against rpc-websockets. Every
+//! test is ignored by default since it needs the servers' packages installed:
+//! `scripts/interop.sh` installs them locally and runs `cargo test --test interop -- --ignored`.
 //!
 //! Every test asserts that each call completed exactly once, with the outcome its scenario
 //! calls for.
@@ -36,6 +38,20 @@ enum Peer {
     Python,
 }
 
+/// The checkout's root. Cargo sets `CARGO_MANIFEST_DIR` when running tests; it is read at run
+/// time, since a test binary reused from another checkout (same sources, shared target dir)
+/// keeps that checkout's path.
+fn root() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+}
+
+/// The `node` to run the Node servers with.
+fn node() -> String {
+    std::env::var("RPCLOOP_INTEROP_NODE").unwrap_or_else(|_| "node".into())
+}
+
 /// A server process, stopped on drop (its stdin closes, and it exits on that).
 struct External {
     child: Child,
@@ -46,17 +62,9 @@ struct External {
 impl External {
     /// Starts `peer`'s server for `protocol` ("envelope" or "jsonrpc") on a free port.
     fn start(peer: Peer, protocol: &str) -> External {
-        // Cargo sets it when running tests; read at run time, since a test binary reused from
-        // another checkout (same sources, shared target dir) keeps that checkout's path.
-        let root = PathBuf::from(
-            std::env::var_os("CARGO_MANIFEST_DIR")
-                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-        );
+        let root = root();
         let (program, script) = match peer {
-            Peer::Node => (
-                std::env::var("RPCLOOP_INTEROP_NODE").unwrap_or_else(|_| "node".into()),
-                root.join("tests/interop/node/server.js"),
-            ),
+            Peer::Node => (node(), root.join("tests/interop/node/server.js")),
             Peer::Python => (
                 std::env::var("RPCLOOP_INTEROP_PYTHON").unwrap_or_else(|_| {
                     root.join("target/interop/venv/bin/python")
@@ -66,15 +74,30 @@ impl External {
                 root.join("tests/interop/python/server.py"),
             ),
         };
-        let mut child = Command::new(&program)
-            .arg(&script)
-            .arg(protocol)
+        External::spawn(
+            &format!("{peer:?}"),
+            &program,
+            &[script.as_os_str(), protocol.as_ref()],
+        )
+    }
+
+    /// Starts the `rpc-websockets` package's server (`tests/interop/node/
+    /// rpc_websockets_server.js`) on a free port.
+    fn rpc_websockets() -> External {
+        let script = root().join("tests/interop/node/rpc_websockets_server.js");
+        External::spawn("rpc-websockets", &node(), &[script.as_ref()])
+    }
+
+    /// Runs `program args.. 0` (port 0: any free port) and reads the port it prints.
+    fn spawn(what: &str, program: &str, args: &[&std::ffi::OsStr]) -> External {
+        let mut child = Command::new(program)
+            .args(args)
             .arg("0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("{peer:?} server ({program}): {e}; run scripts/interop.sh to install it")
+                panic!("{what} server ({program}): {e}; run scripts/interop.sh to install it")
             });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -85,11 +108,11 @@ impl External {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{peer:?} server did not print its port within 30 s"));
+            .unwrap_or_else(|_| panic!("{what} server did not print its port within 30 s"));
         let port = line
             .trim()
             .parse()
-            .unwrap_or_else(|_| panic!("{peer:?} server printed {line:?}, not a port"));
+            .unwrap_or_else(|_| panic!("{what} server printed {line:?}, not a port"));
         External {
             stdin: child.stdin.take(),
             child,
@@ -589,3 +612,436 @@ against_both!(
     json_rpc_a_thousand_shuffled_calls,
     json_rpc_errors_pushes_batches_and_notifications,
 );
+
+/// rpcloop's `JsonRpc2` codec against the `rpc-websockets` package's own JSON-RPC 2.0 server
+/// (`tests/interop/node/rpc_websockets_server.js`), which takes a falsy id for "no id": it runs
+/// a request with id 0 and answers nothing (issue 14), so a client numbering its calls from 0
+/// times out on its first call every time.
+mod rpc_websockets {
+    use std::sync::Arc;
+
+    use rpcloop::{Context, Response};
+
+    use super::*;
+
+    /// The call deadline here: a call the server drops fails as `Timeout`, within the bound.
+    const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a test may turn its loop waiting for something before it fails.
+    const LOOP_BOUND: Duration = Duration::from_secs(30);
+
+    /// A fresh loop connected (open) to a fresh rpc-websockets server, with `JsonRpc2`.
+    fn connect() -> (External, EventLoop, ConnId) {
+        let server = External::rpc_websockets();
+        let mut ev = EventLoop::new().unwrap();
+        let config = ConnectionConfig {
+            codec: Arc::new(JsonRpc2::default()),
+            default_timeout: CALL_TIMEOUT,
+            ..ConnectionConfig::default()
+        };
+        let conn = ev.connect(&server.url(), config).unwrap();
+        turn_until_within(&mut ev, "open connection", |ev| {
+            ev.state(conn) == Some(ConnState::Open)
+        });
+        (server, ev, conn)
+    }
+
+    /// Turns the loop until `done` holds; fails naming `what` after [`LOOP_BOUND`].
+    fn turn_until_within(
+        ev: &mut EventLoop,
+        what: &str,
+        mut done: impl FnMut(&mut EventLoop) -> bool,
+    ) {
+        let give_up = Instant::now() + LOOP_BOUND;
+        while !done(ev) {
+            assert!(
+                Instant::now() < give_up,
+                "rpc-websockets: no {what} within {LOOP_BOUND:?}"
+            );
+            ev.turn(Some(Duration::from_millis(20))).expect("turn");
+        }
+    }
+
+    /// A call's outcome, kept whole (with the answer's id).
+    type Outcome = Result<Response, Error>;
+
+    /// Every outcome of each call, by call number.
+    struct Calls(Rc<RefCell<Vec<Vec<Outcome>>>>);
+
+    impl Calls {
+        fn new(calls: usize) -> Self {
+            Calls(Rc::new(RefCell::new(
+                (0..calls).map(|_| Vec::new()).collect(),
+            )))
+        }
+
+        fn callback(&self, i: usize) -> impl FnOnce(&mut Context, Outcome) + 'static {
+            let calls = self.0.clone();
+            move |_, result| calls.borrow_mut()[i].push(result)
+        }
+
+        fn all_completed(&self) -> bool {
+            self.0.borrow().iter().all(|c| !c.is_empty())
+        }
+
+        /// The one outcome of each call, in call order; panics unless each completed once.
+        fn take_each_once(&self) -> Vec<Outcome> {
+            self.0
+                .take()
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut outcomes)| {
+                    assert_eq!(outcomes.len(), 1, "call {i} completed {outcomes:?}");
+                    outcomes.pop().unwrap()
+                })
+                .collect()
+        }
+    }
+
+    /// A call's answer, or a failure saying that the server dropped it.
+    fn answer(call: &str, result: Outcome) -> Response {
+        result.unwrap_or_else(|e| {
+            panic!("{call} failed with {e:?} (rpc-websockets leaves id 0 unanswered: issue 14)")
+        })
+    }
+
+    /// A `Remote` error's code, message and `data` text; panics on anything else.
+    fn remote(call: &str, result: Outcome) -> (i64, String, Option<String>) {
+        match result {
+            Err(Error::Remote {
+                code,
+                message,
+                data,
+            }) => (code, message, data.map(|d| d.get().to_owned())),
+            other => panic!("{call}: expected Error::Remote, got {other:?}"),
+        }
+    }
+
+    /// What the regression stands on, seen with a plain blocking client: rpc-websockets runs
+    /// a request with id 0 and answers nothing, answers an error it finds before running a
+    /// method to id 0 with `"id": null`, and answers ids from 1 on (writing `jsonrpc`).
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn the_server_takes_id_0_for_no_id() {
+        let server = External::rpc_websockets();
+        let (mut ws, _) = tungstenite::connect(server.url()).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        }
+        type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+        fn send(ws: &mut Ws, id: u64, method: &str, params: Value) {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            ws.send(tungstenite::Message::text(request.to_string()))
+                .unwrap();
+        }
+        fn read(ws: &mut Ws) -> Value {
+            loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Text(t)) => break json_of(&t),
+                    Ok(_) => {}
+                    Err(e) => panic!("rpc-websockets: no answer ({e})"),
+                }
+            }
+        }
+        send(&mut ws, 0, "sum", json!([1, 2]));
+        send(&mut ws, 1, "sum", json!([3, 4]));
+        // Both take the same path through the server, which would answer 0 first: the first
+        // answer is to 1, so 0 got none.
+        assert_eq!(
+            read(&mut ws),
+            json!({"jsonrpc": "2.0", "result": 7, "id": 1})
+        );
+        send(&mut ws, 0, "no_such_method", json!([]));
+        assert_eq!(
+            read(&mut ws),
+            json!({"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": null})
+        );
+        send(&mut ws, 2, "echo", json!(["two"]));
+        assert_eq!(
+            read(&mut ws),
+            json!({"jsonrpc": "2.0", "result": ["two"], "id": 2})
+        );
+        // Nothing else comes, up to the end of the close handshake.
+        ws.close(None).unwrap();
+        loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => panic!("rpc-websockets sent {t} late"),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        drop(server);
+    }
+
+    /// Issue 14: the very first call on a fresh loop is answered. Before ee5ccaa it carried
+    /// id 0, which rpc-websockets runs and never answers, so it timed out every time.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn the_first_call_on_a_fresh_loop_is_answered() {
+        let (server, mut ev, conn) = connect();
+        let calls = Calls::new(1);
+        let id = ev
+            .submit(conn, Request::new("sum", [2, 3]), calls.callback(0))
+            .unwrap();
+        turn_until_within(&mut ev, "completed first call", |_| calls.all_completed());
+        settle(&mut ev);
+        let [first] = <[_; 1]>::try_from(calls.take_each_once()).unwrap();
+        let first = answer(&format!("the first call (id {id})"), first);
+        assert_eq!(first.message::<i64>().unwrap(), 5, "{first:?}");
+        assert_eq!((id.as_u64(), first.id().as_u64()), (1, 1), "{first:?}");
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (stats.answers, stats.timeouts, stats.unmatched()),
+            (1, 0, 0)
+        );
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
+    /// The ids rpc-websockets sees (and answers with) are a counter from 1: call n, made
+    /// after call n - 1 completed, carries id n.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn call_ids_count_from_1() {
+        const N: usize = 10;
+        let (server, mut ev, conn) = connect();
+        let calls = Calls::new(N);
+        let mut submitted = Vec::new();
+        for i in 0..N {
+            let id = ev
+                .submit(conn, Request::new("echo", [i]), calls.callback(i))
+                .unwrap();
+            submitted.push(id.as_u64());
+            turn_until_within(&mut ev, &format!("completed call {i}"), |_| {
+                !calls.0.borrow()[i].is_empty()
+            });
+        }
+        settle(&mut ev);
+        let answered: Vec<u64> = calls
+            .take_each_once()
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| {
+                let r = answer(&format!("call {i}"), result);
+                assert_eq!(r.message::<Vec<usize>>().unwrap(), [i], "{r:?}");
+                r.id().as_u64()
+            })
+            .collect();
+        let counter: Vec<u64> = (1..=N as u64).collect();
+        assert_eq!(submitted, counter);
+        assert_eq!(answered, counter);
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
+    /// A burst of 200 calls in flight at once, half of them answered out of order (the server
+    /// holds `hold` calls until all 100 are in, then answers them last first): each completes
+    /// exactly once with its own result, and their ids are 1 to 200.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn two_hundred_calls_in_flight_complete_once_each() {
+        const N: usize = 200;
+        let (server, mut ev, conn) = connect();
+        let calls = Calls::new(N);
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let mut ids = Vec::new();
+        for i in 0..N {
+            let record = calls.callback(i);
+            let order = order.clone();
+            let callback = move |ctx: &mut Context, result| {
+                order.borrow_mut().push(i);
+                record(ctx, result);
+            };
+            let id = if i % 2 == 0 {
+                ev.submit(conn, Request::new("sum", [i, 1_000]), callback)
+            } else {
+                let params = json!({"batch": N / 2, "value": i});
+                ev.submit(conn, Request::new("hold", params), callback)
+            };
+            ids.push(id.unwrap().as_u64());
+        }
+        turn_until_within(&mut ev, "completion of all 200 calls", |_| {
+            calls.all_completed()
+        });
+        settle(&mut ev);
+        for (i, result) in calls.take_each_once().into_iter().enumerate() {
+            let r = answer(&format!("call {i}"), result);
+            let expected = if i % 2 == 0 { i + 1_000 } else { i };
+            assert_eq!(r.message::<usize>().unwrap(), expected, "call {i}: {r:?}");
+            assert_eq!(r.id().as_u64(), ids[i], "call {i}: {r:?}");
+        }
+        assert_eq!(ids, (1..=N as u64).collect::<Vec<_>>());
+        let held: Vec<usize> = order
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|i| i % 2 == 1)
+            .collect();
+        assert!(
+            held.windows(2).any(|w| w[0] > w[1]),
+            "the held calls were answered in submit order: {held:?}"
+        );
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (stats.answers, stats.timeouts, stats.unmatched()),
+            (N as u64, 0, 0)
+        );
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
+    /// rpc-websockets' error answers complete their calls as `Error::Remote` with the server's
+    /// code, message and data, and leave the connection serving calls.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn error_answers_complete_as_remote() {
+        let (server, mut ev, conn) = connect();
+        let calls = Calls::new(5);
+        let fail = json!({"code": -32050, "message": "nope", "data": {"why": [1, 2]}});
+        ev.submit(conn, Request::new("fail", fail), calls.callback(0))
+            .unwrap();
+        ev.submit(conn, Request::new("throw", ["boom"]), calls.callback(1))
+            .unwrap();
+        ev.submit(conn, Request::new("no_such_method", [1]), calls.callback(2))
+            .unwrap();
+        ev.submit(
+            conn,
+            Request::new("sum", json!({"a": 1})),
+            calls.callback(3),
+        )
+        .unwrap();
+        ev.submit(conn, Request::new("sum", [1, 1]), calls.callback(4))
+            .unwrap();
+        turn_until_within(&mut ev, "completion of all 5 calls", |_| {
+            calls.all_completed()
+        });
+        settle(&mut ev);
+        let mut outcomes = calls.take_each_once().into_iter();
+        let mut next_remote = |call: &str| remote(call, outcomes.next().unwrap());
+        // A thrown error object, answered as is.
+        assert_eq!(
+            next_remote("fail"),
+            (-32050, "nope".into(), Some(r#"{"why":[1,2]}"#.into()))
+        );
+        // A thrown Error: -32000, its name as the message, its text as the data.
+        assert_eq!(
+            next_remote("throw"),
+            (-32000, "Error".into(), Some(r#""boom""#.into()))
+        );
+        // rpc-websockets' own error, without data.
+        assert_eq!(
+            next_remote("no_such_method"),
+            (-32601, "Method not found".into(), None)
+        );
+        assert_eq!(
+            next_remote("sum of an object"),
+            (
+                -32602,
+                "sum takes an array of numbers".into(),
+                Some(r#"{"a":1}"#.into())
+            )
+        );
+        let after = answer("the call after the errors", outcomes.next().unwrap());
+        assert_eq!(after.message::<i64>().unwrap(), 2);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (stats.answers, stats.timeouts, stats.unmatched()),
+            (5, 0, 0)
+        );
+        assert_eq!(ev.state(conn), Some(ConnState::Open));
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
+    /// A batch: rpc-websockets runs its requests one after the other and answers with one
+    /// array, which completes each call (an error element as `Error::Remote`).
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn a_batch_is_answered_element_by_element() {
+        let (server, mut ev, conn) = connect();
+        let batch = Rc::new(RefCell::new(Vec::new()));
+        let got = batch.clone();
+        let requests = vec![
+            Request::new("echo", json!([1])),
+            Request::new("fail", json!({"code": 5, "message": "five"})),
+            Request::new("sum", json!([2, 2])),
+        ];
+        let ids = ev
+            .submit_batch(conn, requests, CallOptions::default(), move |_, results| {
+                got.borrow_mut().push(results)
+            })
+            .unwrap();
+        turn_until_within(&mut ev, "batch answer", |_| !batch.borrow().is_empty());
+        settle(&mut ev);
+        let mut batch = batch.take();
+        assert_eq!(batch.len(), 1, "the batch completed {} times", batch.len());
+        let mut results = batch.pop().unwrap().into_iter();
+        let echo = answer("echo", results.next().unwrap());
+        assert_eq!(echo.message::<Value>().unwrap(), json!([1]));
+        // createError makes a missing data null.
+        assert_eq!(
+            remote("fail", results.next().unwrap()),
+            (5, "five".into(), Some("null".into()))
+        );
+        let sum = answer("sum", results.next().unwrap());
+        assert_eq!(sum.message::<i64>().unwrap(), 4);
+        let ids: Vec<u64> = ids.iter().map(|id| id.as_u64()).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!((echo.id().as_u64(), sum.id().as_u64()), (1, 3));
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
+    /// rpc-websockets' events, subscribed to with its own `rpc.on` and left with `rpc.off`,
+    /// both plain calls. An event is sent as `{"notification":name,"params":P}`, with neither
+    /// `jsonrpc` nor `method`: not a JSON-RPC 2.0 notification, so `JsonRpc2` hands it to the
+    /// message handler as `Malformed`, whole, and it disturbs no call.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn events_subscribed_with_rpc_on_reach_the_message_handler() {
+        let (server, mut ev, conn) = connect();
+        let received = record_unmatched(&mut ev, conn);
+        // Calls `method` and waits for its answer's result.
+        let call = |ev: &mut EventLoop, method: &str, params: Value| -> Value {
+            let calls = Calls::new(1);
+            ev.submit(conn, Request::new(method, params), calls.callback(0))
+                .unwrap();
+            turn_until_within(ev, &format!("answer to {method}"), |_| {
+                calls.all_completed()
+            });
+            let [result] = <[_; 1]>::try_from(calls.take_each_once()).unwrap();
+            answer(method, result).message().unwrap()
+        };
+        assert_eq!(
+            call(&mut ev, "rpc.on", json!(["tick", "no_such_event"])),
+            json!({"tick": "ok", "no_such_event": "provided event invalid"})
+        );
+        // The server sends the event before it answers the call that emits it.
+        assert_eq!(call(&mut ev, "tick", json!({"n": 1})), true);
+        assert_eq!(call(&mut ev, "tick", json!({"n": 2})), true);
+        assert_eq!(
+            call(&mut ev, "rpc.off", json!(["tick"])),
+            json!({"tick": "ok"})
+        );
+        assert_eq!(call(&mut ev, "tick", json!({"n": 3})), true);
+        settle(&mut ev);
+        let received: Vec<(UnmatchedReason, Value)> = received
+            .borrow()
+            .iter()
+            .map(|(reason, bytes)| (*reason, serde_json::from_slice(bytes).unwrap()))
+            .collect();
+        let tick = |n: u64| {
+            (
+                UnmatchedReason::Malformed,
+                json!({"notification": "tick", "params": {"n": n}}),
+            )
+        };
+        assert_eq!(received, [tick(1), tick(2)]);
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!(
+            (stats.answers, stats.malformed, stats.unmatched()),
+            (5, 2, 2)
+        );
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+}
