@@ -83,8 +83,8 @@ impl OpeningHandshake {
     /// the expected `Sec-WebSocket-Accept` known.
     ///
     /// # Errors
-    /// Why the request cannot be sent: tungstenite refuses it (a configured header repeats one
-    /// the handshake writes itself, such as `Upgrade`, or a value is not text).
+    /// Why the request cannot be sent: tungstenite's `generate_request` refuses it (no
+    /// `Sec-WebSocket-Key`, or a handshake header whose value is not text).
     pub(crate) fn new(request: Request) -> Result<Self, String> {
         let offered_subprotocols = {
             let mut values = request.headers().get_all(PROTOCOL).iter().peekable();

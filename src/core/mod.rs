@@ -13,8 +13,6 @@ pub(crate) mod call_id;
 pub(crate) mod codec;
 pub(crate) mod conn_id;
 pub(crate) mod correlator;
-// Used by the driver from the next commit on.
-#[allow(dead_code)]
 pub(crate) mod handshake;
 pub(crate) mod keepalive;
 pub(crate) mod notification;
