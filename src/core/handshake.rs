@@ -273,21 +273,23 @@ impl OpeningHandshake {
         let headers = response.headers();
         // "If the response lacks an |Upgrade| header field or the |Upgrade| header field
         // contains a value that is not an ASCII case-insensitive match for the value
-        // "websocket", the client MUST _Fail the WebSocket Connection_."
-        let mut upgrades = headers.get_all(UPGRADE).iter();
-        match (upgrades.next(), upgrades.next()) {
-            (Some(value), None)
-                if value
-                    .as_bytes()
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(b"websocket") => {}
-            (None, _) => return Err("no \"Upgrade: websocket\" in the server's answer".into()),
-            (Some(value), _) => {
-                return Err(format!(
-                    "the server answered \"{UPGRADE}: {}\", not \"Upgrade: websocket\"",
-                    shown(value.as_bytes())
-                ));
-            }
+        // "websocket", the client MUST _Fail the WebSocket Connection_." (A repeated line
+        // must say the same.)
+        let upgrades = headers.get_all(UPGRADE);
+        if upgrades.iter().next().is_none() {
+            return Err("no \"Upgrade: websocket\" in the server's answer".into());
+        }
+        let websocket = |value: &&HeaderValue| {
+            value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"websocket")
+        };
+        if let Some(value) = upgrades.iter().find(|value| !websocket(value)) {
+            return Err(format!(
+                "the server answered \"{UPGRADE}: {}\", not \"Upgrade: websocket\"",
+                shown(value.as_bytes())
+            ));
         }
         // "If the response lacks a |Connection| header field or the |Connection| header field
         // doesn't contain a token that is an ASCII case-insensitive match for the value
@@ -308,19 +310,22 @@ impl OpeningHandshake {
         // |Sec-WebSocket-Accept| contains a value other than the base64-encoded SHA-1 of the
         // concatenation of the |Sec-WebSocket-Key| (as a string, not base64-decoded) with the
         // string "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" but ignoring any leading and trailing
-        // whitespace, the client MUST _Fail the WebSocket Connection_."
-        let mut accepts = headers.get_all(ACCEPT).iter();
-        match (accepts.next(), accepts.next()) {
-            (Some(value), None)
-                if value.as_bytes().trim_ascii() == self.expected_accept.as_bytes() => {}
-            (None, _) => return Err(format!("no {ACCEPT} in the server's answer")),
-            (Some(value), _) => {
-                return Err(format!(
-                    "{ACCEPT}: {} does not match the key sent (expected {})",
-                    shown(value.as_bytes()),
-                    self.expected_accept
-                ));
-            }
+        // whitespace, the client MUST _Fail the WebSocket Connection_." (A repeated line
+        // must say the same.)
+        let accepts = headers.get_all(ACCEPT);
+        if accepts.iter().next().is_none() {
+            return Err(format!("no {ACCEPT} in the server's answer"));
+        }
+        let expected = self.expected_accept.as_bytes();
+        if let Some(value) = accepts
+            .iter()
+            .find(|value| value.as_bytes().trim_ascii() != expected)
+        {
+            return Err(format!(
+                "{ACCEPT}: {} does not match the key sent (expected {})",
+                shown(value.as_bytes()),
+                self.expected_accept
+            ));
         }
         self.check_extensions(headers)?;
         self.check_subprotocol(headers)?;
@@ -364,26 +369,31 @@ impl OpeningHandshake {
     /// this header field indicates the use of a subprotocol that was not present in the
     /// client's handshake (the server has indicated a subprotocol not requested by the
     /// client), the client MUST _Fail the WebSocket Connection_." §11.3.4: the field "MUST
-    /// NOT appear more than once in an HTTP response".
+    /// NOT appear more than once in an HTTP response"; a repeated line that says the same
+    /// (which tungstenite let through) is let through, one that differs fails.
     ///
     /// As tungstenite did, a client that offered subprotocols also refuses an answer that
     /// selects none of them: it asked for a protocol and would otherwise speak an unknown one.
     fn check_subprotocol(&self, headers: &HeaderMap) -> Result<(), String> {
-        let mut selected = headers.get_all(PROTOCOL).iter();
-        let why = match (selected.next(), selected.next(), &self.offered_subprotocols) {
-            (None, _, None) => return Ok(()),
-            (None, _, Some(_)) => {
+        let selected = headers.get_all(PROTOCOL);
+        let first = selected.iter().next();
+        let differing = selected.iter().any(|value| Some(value) != first);
+        let why = match (first, &self.offered_subprotocols) {
+            (None, None) => return Ok(()),
+            (None, Some(_)) => {
                 "the client offered subprotocols and the server selected none of them".into()
             }
-            (Some(_), Some(_), _) => {
-                "the server sent the header more than once (RFC 6455 §11.3.4)".into()
+            (Some(_), _) if differing => {
+                "the server sent the header more than once, with different values \
+                 (RFC 6455 §11.3.4)"
+                    .into()
             }
-            (Some(value), None, None) => format!(
+            (Some(value), None) => format!(
                 "the server selected a subprotocol ({}), but the client offered none \
                  (RFC 6455 §4.1)",
                 shown(value.as_bytes())
             ),
-            (Some(value), None, Some(offered)) => {
+            (Some(value), Some(offered)) => {
                 let name = value.as_bytes().trim_ascii();
                 if offered.iter().any(|o| o.as_bytes() == name) {
                     return Ok(());
@@ -662,8 +672,15 @@ mod tests {
         // base64 is case-sensitive.
         let lower = upgrade_with("").replace(ACCEPT_FOR_KEY, &ACCEPT_FOR_KEY.to_lowercase());
         failed(verdict(&[], &lower));
+        // A repeated line must say the same.
         let twice = upgrade_with(&format!("Sec-WebSocket-Accept: {ACCEPT_FOR_KEY}\r\n"));
-        failed(verdict(&[], &twice));
+        open(verdict(&[], &twice));
+        let differing = upgrade_with("Sec-WebSocket-Accept: AAAA\r\n");
+        let why = failed(verdict(&[], &differing));
+        assert!(
+            why.contains("Sec-WebSocket-Accept: AAAA does not match"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -677,6 +694,10 @@ mod tests {
             why.contains("\"Upgrade: h2c\"") && why.contains("Upgrade: websocket"),
             "{why}"
         );
+        // A repeated line must say the same.
+        open(verdict(&[], &upgrade_with("Upgrade: WebSocket\r\n")));
+        let why = failed(verdict(&[], &upgrade_with("Upgrade: h2c\r\n")));
+        assert!(why.contains("\"Upgrade: h2c\""), "{why}");
     }
 
     #[test]
@@ -703,6 +724,11 @@ mod tests {
             ],
             &upgrade_with("Sec-WebSocket-Protocol: b\r\n"),
         ));
+        // The same answer twice is still one answer.
+        open(verdict(
+            &offer,
+            &upgrade_with("Sec-WebSocket-Protocol: b\r\nSec-WebSocket-Protocol: b\r\n"),
+        ));
         for (offer, answer, says) in [
             (&[][..], "Sec-WebSocket-Protocol: chat\r\n", "offered none"),
             (
@@ -713,7 +739,7 @@ mod tests {
             (&offer[..], "", "selected none"),
             (
                 &offer[..],
-                "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: a\r\n",
+                "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n",
                 "more than once",
             ),
             // Subprotocol names are compared exactly.
