@@ -50,7 +50,9 @@ pub enum Error {
     },
     /// The WebSocket opening handshake failed: the server refused the upgrade, answered
     /// something that is not a WebSocket handshake, or selected an extension or a subprotocol
-    /// the client never offered (RFC 6455 §4.1; the text names the header and its value).
+    /// the client never offered (RFC 6455 §4.1; the text names the header and its value), or
+    /// its response head went past 64 KiB without ending. How slowly the response arrives, in
+    /// how many pieces, is no failure of its own: only the connect timeout bounds it.
     Handshake(String),
     /// An I/O error of the loop itself (polling, registering a socket).
     Io(io::Error),

@@ -21,8 +21,11 @@
 mod support;
 
 use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rpcloop::{
@@ -505,6 +508,139 @@ fn a_101_selecting_an_offered_subprotocol_opens_the_connection() {
     close_and_wait(&mut client.ev, client.conn);
     server.join();
 }
+
+// ---- A slow or endless handshake response ----
+
+/// The pause between the bytes of a slow server's `101`. With TCP_NODELAY each byte leaves as
+/// its own segment (and, over TLS, its own record), so the client reads the response in far
+/// more than the 64 pieces after which tungstenite's handshake called it an attack.
+const PACE: Duration = Duration::from_millis(10);
+
+/// A server over `transport` that reads the upgrade request, then runs `respond` with the
+/// request's `Sec-WebSocket-Key` and the stream. Returns the URL to connect to.
+fn upgrade_server(
+    transport: Transport,
+    respond: impl FnOnce(&str, ServerStream) + Send + 'static,
+) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "{}://{}/",
+        transport.scheme(),
+        listener.local_addr().unwrap()
+    );
+    let thread = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut stream = transport
+            .accept(tcp)
+            .expect("the server's side of the socket");
+        let head = read_request_head(&mut stream).expect("the upgrade request");
+        let key = websocket_key(&head).expect("a Sec-WebSocket-Key");
+        respond(&key, stream);
+    });
+    (url, thread)
+}
+
+/// Reads the client's request head (the client sends nothing behind it before the answer);
+/// `None` if the client leaves first.
+fn read_request_head(stream: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
+        head.extend_from_slice(&chunk[..n]);
+        assert!(head.len() < 64 * KIB, "an endless request head");
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Issue 14, part 4: a correct `101` that arrives a byte at a time, well within the connect
+/// timeout, opens the connection (tungstenite's handshake refused it as "Attack attempt
+/// detected"), and the call made meanwhile is answered.
+fn a_101_sent_one_byte_at_a_time_opens_the_connection(transport: Transport) {
+    let (url, server) = upgrade_server(transport, |key, mut stream| {
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept_header(key)
+        );
+        assert!(response.len() > 64, "the 101 must take over 64 reads");
+        for byte in response.as_bytes() {
+            stream
+                .write_all(std::slice::from_ref(byte))
+                .and_then(|()| stream.flush())
+                .expect("the client left in the middle of the 101");
+            std::thread::sleep(PACE);
+        }
+        let mut ws = tungstenite::WebSocket::from_raw_socket(
+            stream,
+            tungstenite::protocol::Role::Server,
+            None,
+        );
+        echo(&mut ws);
+    });
+    let mut client = calls_against(
+        &url,
+        transport.client(ConnectionConfig::default()),
+        1,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    assert_eq!(client.outcomes.get(0), Ok("0".to_owned()));
+    assert_eq!(client.ev.state(client.conn), Some(ConnState::Open));
+    client.assert_peak_below(LOOP_BOUND, "a 101 one byte at a time");
+    close_and_wait(&mut client.ev, client.conn);
+    server.join().expect("server script panicked");
+}
+
+over_ws_and_wss!(a_101_sent_one_byte_at_a_time_opens_the_connection);
+
+/// A response head that never ends (70 KiB of header lines, no empty line) fails the
+/// connection once it passes 64 KiB, with a text that says so: not at the connect timeout,
+/// and without buffering what the server goes on sending.
+fn an_endless_response_head_fails_at_64_kib_not_at_the_timeout(transport: Transport) {
+    let (url, server) = upgrade_server(transport, |_, mut stream| {
+        let line = format!("X-Pad: {}\r\n", "a".repeat(100));
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+        while head.len() < 70 * KIB {
+            head.extend_from_slice(line.as_bytes());
+        }
+        // The client may give up before it has all of it: a failed write is expected.
+        if stream
+            .write_all(&head)
+            .and_then(|()| stream.flush())
+            .is_ok()
+        {
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    });
+    let mut client = calls_against(
+        &url,
+        transport.client(ConnectionConfig::default()),
+        1,
+        CallOptions::default(),
+        |_, _| {},
+    );
+    let e = client.outcomes.error(0);
+    assert!(
+        e.starts_with("Handshake(") && e.contains("exceeded 64 KiB without ending"),
+        "{e}"
+    );
+    assert!(
+        client.state().starts_with("Disconnected(Handshake("),
+        "{}",
+        client.state()
+    );
+    client.assert_peak_below(LOOP_BOUND, "an endless response head");
+    assert_serves_another_connection_over(&mut client.ev, transport);
+    server.join().expect("server script panicked");
+}
+
+over_ws_and_wss!(an_endless_response_head_fails_at_64_kib_not_at_the_timeout);
 
 // ---- An open connection lost ----
 

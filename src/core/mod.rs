@@ -13,6 +13,7 @@ pub(crate) mod call_id;
 pub(crate) mod codec;
 pub(crate) mod conn_id;
 pub(crate) mod correlator;
+pub(crate) mod handshake;
 pub(crate) mod keepalive;
 pub(crate) mod nesting;
 pub(crate) mod notification;

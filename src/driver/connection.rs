@@ -3,9 +3,9 @@
 //! and, with a reconnect policy, lost -> reconnecting (backing off) -> connecting again.
 //!
 //! The mio interest is derived from the state: READABLE always, WRITABLE while connecting and
-//! handshaking (to learn that the connect finished and to push the handshakes out) and, once
-//! open, only while bytes wait to be written (in tungstenite's buffer, or as TLS records), so an
-//! idle connection causes no wake-ups.
+//! TLS handshaking (to learn that the connect finished and to push the handshake out) and,
+//! after that, only while bytes wait to be written (the upgrade request, tungstenite's buffer,
+//! or TLS records), so a connection waiting for its peer causes no wake-ups.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -15,12 +15,12 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tungstenite::WebSocket;
-use tungstenite::handshake::MidHandshake;
-use tungstenite::handshake::client::{ClientHandshake, Request};
+use tungstenite::handshake::client::Request;
 
 use crate::config::ConnectionConfig;
 use crate::core::backoff::Backoff;
 use crate::core::call_id::CallId;
+use crate::core::handshake::OpeningHandshake;
 use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
@@ -96,7 +96,9 @@ pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
     /// `wss://`: TCP connected, TLS handshake under way; the WebSocket handshake waits for it.
     TlsHandshaking(Stream, Box<Request>),
-    Handshaking(Box<MidHandshake<ClientHandshake<Stream>>>),
+    /// TCP (and TLS) up, the WebSocket opening handshake under way: the driver moves its
+    /// bytes, the core's [`OpeningHandshake`] decides.
+    Handshaking(Stream, Box<OpeningHandshake>),
     Open(Box<WebSocket<Stream>>),
     Gone,
 }
@@ -106,7 +108,7 @@ impl fmt::Debug for Socket {
         f.write_str(match self {
             Socket::Connecting(..) => "Connecting",
             Socket::TlsHandshaking(..) => "TlsHandshaking",
-            Socket::Handshaking(_) => "Handshaking",
+            Socket::Handshaking(..) => "Handshaking",
             Socket::Open(_) => "Open",
             Socket::Gone => "Gone",
         })
@@ -251,7 +253,7 @@ impl Connection {
         match &mut self.socket {
             Socket::Connecting(stream, _) => Some(stream),
             Socket::TlsHandshaking(stream, _) => Some(stream.tcp_mut()),
-            Socket::Handshaking(mid) => Some(mid.get_mut().get_mut().tcp_mut()),
+            Socket::Handshaking(stream, _) => Some(stream.tcp_mut()),
             Socket::Open(ws) => Some(ws.get_mut().tcp_mut()),
             Socket::Gone => None,
         }

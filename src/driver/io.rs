@@ -6,27 +6,26 @@
 //! [`READ_BUDGET`] messages per turn; past that it is listed to read again on the next turn,
 //! which then does not sleep, so one flooding peer cannot starve the others or the timers.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::mem;
 
 use std::time::Instant;
 
 use mio::Token;
-use tungstenite::client::client_with_config;
-use tungstenite::handshake::HandshakeError;
 use tungstenite::handshake::client::Request;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+use crate::config::ConnectionConfig;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
+use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
 use crate::core::keepalive::Keepalive;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
 use crate::driver::connection::{Connection, Queued, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::frame_arena::COPY_LIMIT;
-use crate::driver::handshake::{check_response, failure_text};
 use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
@@ -34,10 +33,21 @@ use crate::error::{DisconnectReason, Error};
 /// Messages one connection may read per turn.
 pub(crate) const READ_BUDGET: usize = 4_096;
 
-type Handshake = Result<
-    (WebSocket<Stream>, tungstenite::handshake::client::Response),
-    HandshakeError<tungstenite::handshake::client::ClientHandshake<Stream>>,
->;
+/// Bytes asked for per read while the opening handshake runs. Bytes past the response head
+/// (frames the server sent right behind it) are handed to tungstenite, so this is also the
+/// most such a tail can be.
+const HANDSHAKE_READ: usize = 4_096;
+
+/// How far one pass of moving the opening handshake's bytes got.
+enum Exchange {
+    /// Waiting for the server; `write_blocked` while request bytes (or, with TLS, the records
+    /// carrying them) wait for the socket to take them.
+    Waiting {
+        write_blocked: bool,
+    },
+    Open(Box<Opened>),
+    Failed(DisconnectReason),
+}
 
 impl Context {
     /// Moves connection `index` along after a readiness event; `read_closed` when the event
@@ -48,19 +58,14 @@ impl Context {
         };
         match &mut c.socket {
             Socket::TlsHandshaking(stream, _) => stream.on_event(read_closed),
-            Socket::Handshaking(mid) => mid.get_mut().get_mut().on_event(read_closed),
+            Socket::Handshaking(stream, _) => stream.on_event(read_closed),
             Socket::Open(ws) => ws.get_mut().on_event(read_closed),
             Socket::Connecting(..) | Socket::Gone => {}
         }
         match &mut c.socket {
             Socket::Connecting(..) => self.progress_connect(index),
             Socket::TlsHandshaking(..) => self.progress_tls(index),
-            Socket::Handshaking(_) => {
-                let Socket::Handshaking(mid) = mem::replace(&mut c.socket, Socket::Gone) else {
-                    unreachable!()
-                };
-                self.after_handshake(index, mid.handshake());
-            }
+            Socket::Handshaking(..) => self.progress_handshake(index),
             Socket::Open(_) => {
                 self.read_frames(index);
                 self.flush_conn(index);
@@ -133,40 +138,45 @@ impl Context {
 
     /// Starts the WebSocket opening handshake over `stream`.
     fn start_handshake(&mut self, index: usize, stream: Stream, request: Box<Request>) {
-        let c = &self.conns[index];
-        // tungstenite panics unless its write threshold (when a buffered write goes to the
-        // socket, 128 KiB by default) is below the buffer's cap: a small cap lowers it.
-        let cap = c.config.max_write_buffer.max(1);
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(c.config.max_message_size))
-            .max_frame_size(Some(c.config.max_frame_size))
-            .write_buffer_size((128 << 10).min(cap / 2))
-            .max_write_buffer_size(cap);
-        self.after_handshake(index, client_with_config(*request, stream, Some(ws_config)));
+        match OpeningHandshake::new(*request) {
+            Ok(handshake) => {
+                self.conns[index].socket = Socket::Handshaking(stream, Box::new(handshake));
+                self.progress_handshake(index);
+            }
+            Err(why) => self.fail(index, DisconnectReason::Handshake(why.into())),
+        }
     }
 
-    fn after_handshake(&mut self, index: usize, result: Handshake) {
-        match result {
-            Ok((ws, response)) => {
-                match check_response(&self.conns[index].config.headers, &response) {
-                    None => self.on_open(index, ws),
-                    // Not established yet: no close frame is due (RFC 6455 §7.1.7), the TCP
-                    // connection is dropped with `ws`.
-                    Some(why) => self.fail(index, DisconnectReason::Handshake(why.into())),
+    /// Moves the opening handshake's bytes as far as the socket allows; opens the connection
+    /// once the core accepts the server's response, fails it once the core refuses it.
+    fn progress_handshake(&mut self, index: usize) {
+        let registry = self.poll.registry();
+        let c = &mut self.conns[index];
+        let Socket::Handshaking(stream, handshake) = &mut c.socket else {
+            return;
+        };
+        match exchange(stream, handshake) {
+            Exchange::Waiting { write_blocked } => {
+                c.set_interest(registry, Token(index), write_blocked);
+            }
+            // Not established yet: no close frame is due (RFC 6455 §7.1.7), the TCP
+            // connection is dropped with the socket.
+            Exchange::Failed(reason) => self.fail(index, reason),
+            Exchange::Open(opened) => {
+                let Socket::Handshaking(stream, _) = mem::replace(&mut c.socket, Socket::Gone)
+                else {
+                    unreachable!()
+                };
+                if let Some(protocol) = opened.response.headers().get("Sec-WebSocket-Protocol") {
+                    log::debug!("connection {index}: subprotocol {protocol:?} selected");
                 }
-            }
-            Err(HandshakeError::Interrupted(mid)) => {
-                self.conns[index].socket = Socket::Handshaking(Box::new(mid));
-            }
-            // TLS failing under the WebSocket handshake (a server that refuses our client
-            // certificate says so only after its own handshake is done) is a TLS failure.
-            Err(HandshakeError::Failure(e @ tungstenite::Error::Io(_)))
-                if matches!(DisconnectReason::from_ws(&e), DisconnectReason::Tls { .. }) =>
-            {
-                self.fail(index, DisconnectReason::from_ws(&e));
-            }
-            Err(HandshakeError::Failure(e)) => {
-                self.fail(index, DisconnectReason::Handshake(failure_text(&e).into()));
+                let ws = WebSocket::from_partially_read(
+                    stream,
+                    opened.tail,
+                    Role::Client,
+                    Some(ws_config(&c.config)),
+                );
+                self.on_open(index, ws);
             }
         }
     }
@@ -368,5 +378,84 @@ impl Context {
             }
             Err(e) => self.fail(index, DisconnectReason::from_ws(&e)),
         }
+    }
+}
+
+/// The WebSocket settings of a connection with `config`.
+fn ws_config(config: &ConnectionConfig) -> WebSocketConfig {
+    // tungstenite panics unless its write threshold (when a buffered write goes to the
+    // socket, 128 KiB by default) is below the buffer's cap: a small cap lowers it.
+    let cap = config.max_write_buffer.max(1);
+    WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size))
+        .write_buffer_size((128 << 10).min(cap / 2))
+        .max_write_buffer_size(cap)
+}
+
+/// One pass of the opening handshake over `stream`: writes what is left of the request until
+/// the socket would block, then reads until it would block (mio's readiness is
+/// edge-triggered), feeding every byte to the core, which alone decides. Nothing here limits
+/// how the server splits its response: the core bounds the head at 64 KiB, the connect timer
+/// bounds the time.
+fn exchange(stream: &mut Stream, handshake: &mut OpeningHandshake) -> Exchange {
+    let mut write_blocked = false;
+    while !handshake.pending_request().is_empty() {
+        match stream.write(handshake.pending_request()) {
+            Ok(0) => {
+                return Exchange::Failed(handshake_io_failure(&io::ErrorKind::WriteZero.into()));
+            }
+            Ok(n) => handshake.handle_written(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                write_blocked = true;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Exchange::Failed(handshake_io_failure(&e)),
+        }
+    }
+    if !write_blocked {
+        // With TLS the request may still wait in records the socket has not taken.
+        match stream.flush() {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                write_blocked = true;
+            }
+            Err(e) => return Exchange::Failed(handshake_io_failure(&e)),
+        }
+    }
+    let mut buf = [0u8; HANDSHAKE_READ];
+    loop {
+        let outcome = match stream.read(&mut buf) {
+            Ok(0) => handshake.handle_eof(),
+            Ok(n) => handshake.handle_read(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Exchange::Waiting { write_blocked };
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Exchange::Failed(handshake_io_failure(&e)),
+        };
+        match outcome {
+            Outcome::Waiting => {}
+            Outcome::Open(opened) => return Exchange::Open(opened),
+            Outcome::Failed(why) => {
+                return Exchange::Failed(DisconnectReason::Handshake(why.into()));
+            }
+        }
+    }
+}
+
+/// What a socket error during the opening handshake stands for. TLS failing under it (a
+/// server that refuses our client certificate says so only after its own handshake is done)
+/// is a TLS failure; any other error fails the handshake, naming the error.
+fn handshake_io_failure(e: &io::Error) -> DisconnectReason {
+    match DisconnectReason::from_io(e) {
+        tls @ DisconnectReason::Tls { .. } => tls,
+        _ => DisconnectReason::Handshake(format!("socket error: {e}").into()),
     }
 }

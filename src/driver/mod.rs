@@ -12,7 +12,6 @@ mod ending;
 pub(crate) mod event_loop;
 pub(crate) mod frame_arena;
 pub(crate) mod handle;
-mod handshake;
 mod io;
 pub(crate) mod message;
 mod reconnect;

@@ -8,7 +8,7 @@
 //!
 //! - **Handshake.** After the TCP connect, [`TlsSession::handshake`] pushes the ClientHello and
 //!   reads the server's flights on each readiness event until rustls is no longer handshaking;
-//!   only then does tungstenite's WebSocket handshake start, over the established session. The
+//!   only then does the WebSocket handshake start, over the established session. The
 //!   connect timeout covers all three stages.
 //! - **Reading.** Plaintext rustls already decrypted is handed out before anything else. Only
 //!   when none is left does the session read more records from the socket, through

@@ -64,8 +64,9 @@ impl Transport {
         }
     }
 
-    /// The server's side of an accepted socket.
-    fn accept(self, tcp: TcpStream) -> io::Result<ServerStream> {
+    /// The server's side of an accepted socket (for TLS, the handshake runs in its first read
+    /// or write).
+    pub fn accept(self, tcp: TcpStream) -> io::Result<ServerStream> {
         Ok(match self {
             Transport::Plain => ServerStream::Plain(tcp),
             Transport::Tls(cert) => {
