@@ -19,8 +19,29 @@ pub(crate) fn nests_deeper_than(text: &[u8], limit: usize) -> bool {
     if text.len() <= limit {
         return false;
     }
-    let opening = text.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    opening > limit && walk(text, limit)
+    opening_brackets_exceed(text, limit) && walk(text, limit)
+}
+
+/// Whether `text` holds more than `limit` bytes `[` or `{`, in or out of strings.
+///
+/// Written so the compiler vectorizes it: `b | 0x20` maps `[` (0x5B) onto `{` (0x7B) and no
+/// other byte there, and counting in `u8` lanes over chunks of 240 bytes (below 256, and a
+/// multiple of the vector width, so no chunk ends in a scalar tail) keeps the sum narrow. A
+/// plain `filter(..).count()` compiles to a byte-at-a-time loop of about 5 instructions a byte;
+/// this costs about 0.4 (callgrind, 4 KiB frames).
+fn opening_brackets_exceed(text: &[u8], limit: usize) -> bool {
+    let mut opening = 0usize;
+    for chunk in text.chunks(240) {
+        let mut n = 0u8;
+        for &b in chunk {
+            n += u8::from(b | 0x20 == b'{');
+        }
+        opening += usize::from(n);
+        if opening > limit {
+            return true;
+        }
+    }
+    false
 }
 
 /// The exact measure: brackets outside strings, up to the first level past `limit`.
@@ -109,6 +130,17 @@ mod tests {
             nests_deeper_than(text.as_bytes(), 128),
             "the string ended at \\\\\""
         );
+    }
+
+    #[test]
+    fn the_bracket_count_sees_both_brackets_and_nothing_else() {
+        let others: Vec<u8> = (0..=255u8).filter(|&b| b != b'[' && b != b'{').collect();
+        assert!(!opening_brackets_exceed(&others.repeat(3), 0));
+        assert!(opening_brackets_exceed(b"[", 0));
+        assert!(opening_brackets_exceed(b"{", 0));
+        let text = [b'['; 600];
+        assert!(!opening_brackets_exceed(&text, 600));
+        assert!(opening_brackets_exceed(&text, 599));
     }
 
     #[test]
