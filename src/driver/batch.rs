@@ -12,7 +12,7 @@ use crate::core::conn_id::ConnId;
 use crate::core::request::Request;
 use crate::core::response::Response;
 use crate::driver::connection::{Queued, Socket, write_message};
-use crate::driver::context::{Callback, Context, deadline_tick};
+use crate::driver::context::{Callback, Context};
 use crate::error::{DisconnectReason, Error};
 
 /// A batch's callback.
@@ -84,9 +84,10 @@ impl Context {
             return Err(Error::Busy);
         }
         let timeout = options.timeout.unwrap_or(c.config.default_timeout);
-        let deadline = deadline_tick(&self.clock, timeout);
         let codec = c.config.codec.clone();
         let limit = c.config.max_message_size;
+        self.now();
+        let deadline = self.tick_after(timeout);
 
         let gathered = Rc::new(RefCell::new(Gathered {
             results: (0..payloads.len()).map(|_| None).collect(),

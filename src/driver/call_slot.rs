@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::core::call_id::CallId;
 use crate::core::response::Response;
@@ -138,22 +138,14 @@ impl PendingCall {
     /// # Errors
     /// The call's error, or [`Error::Timeout`] when the wait ran out.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Response, Error> {
-        let give_up = Instant::now().checked_add(timeout);
-        let mut state = self.slot.lock();
-        while !state.completed {
-            let left = match give_up {
-                Some(at) => at.saturating_duration_since(Instant::now()),
-                None => Duration::MAX,
-            };
-            if left.is_zero() {
-                return Err(Error::Timeout); // dropping `self` cancels the call
-            }
-            state = self
-                .slot
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        // std's wait measures the time left itself, and takes any `Duration` (even `MAX`).
+        let (mut state, _) = self
+            .slot
+            .done
+            .wait_timeout_while(self.slot.lock(), timeout, |state| !state.completed)
+            .unwrap_or_else(PoisonError::into_inner);
+        if !state.completed {
+            return Err(Error::Timeout); // dropping `self` cancels the call
         }
         take_result(&mut state)
     }

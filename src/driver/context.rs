@@ -71,6 +71,9 @@ pub(crate) enum ConnTimer {
 pub struct Context {
     pub(crate) poll: Poll,
     pub(crate) clock: Clock,
+    /// The loop's now: the instant last read by [`Context::now`]. Everything the loop does
+    /// with time between two reads uses it, never the clock.
+    now: Instant,
     pub(crate) conns: Slab<Connection>,
     pub(crate) calls: Correlator<Callback>,
     pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
@@ -105,9 +108,11 @@ pub struct Context {
 impl Context {
     pub(crate) fn new(poll: Poll) -> std::io::Result<Self> {
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let now = read_clock();
         Ok(Context {
             poll,
-            clock: Clock::new(Instant::now()),
+            clock: Clock::new(now),
+            now,
             conns: Slab::new(),
             calls: Correlator::new(),
             conn_timers: TimerWheel::new(),
@@ -203,6 +208,7 @@ impl Context {
         addr: SocketAddr,
         config: ConnectionConfig,
     ) -> Result<ConnId, Error> {
+        self.now();
         if self.shut_down {
             return Err(Error::Shutdown);
         }
@@ -345,7 +351,8 @@ impl Context {
             return Err((error, callback));
         }
         let timeout = options.timeout.unwrap_or(c.config.default_timeout);
-        let deadline = deadline_tick(&self.clock, timeout);
+        self.now();
+        let deadline = self.tick_after(timeout);
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
@@ -427,6 +434,7 @@ impl Context {
     /// # Errors
     /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
     pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
+        self.now();
         let index = conn.index();
         let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
         if c.ended.is_some() {
@@ -516,7 +524,9 @@ impl Context {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
-        Some(self.clock.instant_of(tick).unwrap_or_else(far_future))
+        // A tick past what `Instant` holds: a year from the loop's now stands for "never".
+        let far = || self.now + Duration::from_secs(365 * 24 * 3600);
+        Some(self.clock.instant_of(tick).unwrap_or_else(far))
     }
 
     /// After a call was written into a connection's buffer: list the connection to flush, so
@@ -534,6 +544,12 @@ impl Context {
     /// else submitted meanwhile (one write per connection); calls submitted by callbacks leave
     /// at the end of the turn that ran them.
     pub fn flush(&mut self) {
+        self.now();
+        self.flush_dirty();
+    }
+
+    /// Flushes every connection listed as dirty, at the loop's now.
+    pub(crate) fn flush_dirty(&mut self) {
         // Pop rather than take the list, so its capacity is kept: no allocation per turn.
         // (Flushing never lists a connection again: only submitting does.)
         while let Some(index) = self.to_flush.pop() {
@@ -551,9 +567,31 @@ impl Context {
         self.arm_conn_timer(index, ConnTimer::Connect, after);
     }
 
+    /// Reads the clock and makes that the loop's now. Each public method that starts
+    /// something timed (a call's deadline, a connect, a close) calls it once on entry, and
+    /// `turn` calls it before its flush and again right after the poll; everything below them
+    /// uses the instant read here ([`Self::now_tick`], [`Self::tick_after`]).
+    pub(crate) fn now(&mut self) -> Instant {
+        self.now = read_clock();
+        self.now
+    }
+
+    /// The loop's now as a tick (rounded down: nothing due later has expired).
+    pub(crate) fn now_tick(&self) -> u64 {
+        self.clock.now_tick(self.now)
+    }
+
+    /// The tick at which something due `after` the loop's now may fire (rounded up, so never
+    /// early); saturates for huge durations.
+    pub(crate) fn tick_after(&self, after: Duration) -> u64 {
+        self.now
+            .checked_add(after)
+            .map_or(u64::MAX, |at| self.clock.deadline_tick(at))
+    }
+
     /// Arms the connection's connect, close or reconnect deadline, replacing the one armed.
     pub(crate) fn arm_conn_timer(&mut self, index: usize, kind: ConnTimer, after: Duration) {
-        let deadline = deadline_tick(&self.clock, after);
+        let deadline = self.tick_after(after);
         let key = self.conn_timers.insert(deadline, (index, kind));
         if let Some(old) = self.conns[index].timer.replace(key) {
             self.conn_timers.cancel(old);
@@ -653,13 +691,8 @@ fn parse_url(url: &str) -> Result<(Request, bool), Error> {
     }
 }
 
-/// The tick at which something `after` from now is due; saturates for huge durations.
-pub(crate) fn deadline_tick(clock: &Clock, after: Duration) -> u64 {
+/// The clock, read: the only place the loop's code does (a handle's blocking wait, on its
+/// caller's thread, reads its own).
+fn read_clock() -> Instant {
     Instant::now()
-        .checked_add(after)
-        .map_or(u64::MAX, |at| clock.deadline_tick(at))
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }

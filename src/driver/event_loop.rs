@@ -1,7 +1,7 @@
 //! [`EventLoop`]: the poll loop the user drives, one [`turn`](EventLoop::turn) at a time.
 
 use std::ops::{Deref, DerefMut};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Events, Poll};
 
@@ -58,15 +58,16 @@ impl EventLoop {
     /// [`Error::Io`] if polling fails (an interrupted poll is not an error: it returns `Ok`).
     pub fn turn(&mut self, timeout: Option<Duration>) -> Result<usize, Error> {
         let ctx = &mut self.ctx;
+        let start = ctx.now();
         // What was submitted since the last turn leaves first, one write per connection.
-        ctx.flush();
+        ctx.flush_dirty();
         let busy = !ctx.to_read.is_empty() || !ctx.backlog.is_empty();
         let timeout = if busy || ctx.calls.completions_len() > 0 {
             Some(Duration::ZERO)
         } else {
             match ctx.next_deadline() {
                 Some(deadline) => {
-                    let until = deadline.saturating_duration_since(Instant::now());
+                    let until = deadline.saturating_duration_since(start);
                     Some(timeout.map_or(until, |t| t.min(until)))
                 }
                 None => timeout,
@@ -77,6 +78,8 @@ impl EventLoop {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
+        // After a sleep, the loop's now moves on before anything is read or fired.
+        ctx.now();
         let mut woken = false;
         for event in self.events.iter() {
             match event.token() {
@@ -92,11 +95,11 @@ impl EventLoop {
             ctx.read_frames(index);
             ctx.flush_conn(index);
         }
-        let now = ctx.clock.now_tick(Instant::now());
+        let now = ctx.now_tick();
         ctx.calls.handle_timeout(now);
         ctx.handle_conn_timers(now);
         let ran = ctx.dispatch();
-        ctx.flush();
+        ctx.flush_dirty();
         Ok(ran)
     }
 

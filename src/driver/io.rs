@@ -9,8 +9,6 @@
 use std::io::{self, Read, Write};
 use std::mem;
 
-use std::time::Instant;
-
 use mio::Token;
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -184,7 +182,7 @@ impl Context {
     /// The handshake is done: write the calls that waited, then read what already arrived
     /// (the server may have sent messages right behind its handshake response).
     fn on_open(&mut self, index: usize, ws: WebSocket<Stream>) {
-        let now = self.clock.now_tick(Instant::now());
+        let now = self.now_tick();
         let c = &mut self.conns[index];
         if let Some(timer) = c.timer.take() {
             self.conn_timers.cancel(timer);

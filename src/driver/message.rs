@@ -148,6 +148,7 @@ impl Context {
     /// [`Error::Shutdown`] once the loop shuts down. One exception: [`Error::Disconnected`]
     /// when writing it failed the connection, in which case part of it may have left.
     pub fn send(&mut self, conn: ConnId, message: impl Into<Message>) -> Result<(), Error> {
+        self.now();
         if self.shut_down {
             return Err(Error::Shutdown);
         }

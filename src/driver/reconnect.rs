@@ -1,8 +1,6 @@
 //! How a lost connection comes back: the backoff delay, then a fresh TCP connect and handshake
 //! in the same connection slot (same [`ConnId`](crate::ConnId), same queued calls).
 
-use std::time::Instant;
-
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
@@ -15,7 +13,7 @@ impl Context {
     /// After a loss: arms the next attempt if the connection has a reconnect policy with
     /// attempts left. Returns `false` when the connection must end instead.
     pub(crate) fn schedule_reconnect(&mut self, index: usize) -> bool {
-        let now = self.clock.now_tick(Instant::now());
+        let now = self.now_tick();
         let c = &mut self.conns[index];
         let Some(r) = &mut c.reconnect else {
             return false;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::driver::handle::{Command, Shared};
 use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
@@ -211,23 +211,18 @@ impl Subscription {
     /// # Errors
     /// [`Error::Timeout`] if no event arrived in time (the subscription goes on).
     pub fn next_timeout(&self, timeout: Duration) -> Result<Option<SubscriptionEvent>, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = lock(&self.queue.inner);
-        loop {
-            if let Some(event) = SubQueue::take(&mut inner) {
-                return Ok(event);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout);
-            }
-            inner = self
-                .queue
-                .ready
-                .wait_timeout(inner, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        // std's wait measures the time left itself, and takes any `Duration` (even `MAX`).
+        let mut taken = None;
+        let inner = lock(&self.queue.inner);
+        let _ = self
+            .queue
+            .ready
+            .wait_timeout_while(inner, timeout, |inner| {
+                taken = SubQueue::take(inner);
+                taken.is_none()
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        taken.ok_or(Error::Timeout)
     }
 
     /// The next event without blocking, for any executor: `Ready(None)` once over.
@@ -348,5 +343,23 @@ mod tests {
             ["1", "Ended(SubscriberTooSlow { capacity: 1 })"]
         );
         assert!(lock(&queue.inner).finished);
+    }
+
+    #[test]
+    fn next_timeout_takes_any_duration() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let queue = Arc::new(SubQueue::new(&QueueOptions::default()));
+        assert!(queue.push(item(7)));
+        let sub = Subscription::new(queue, Arc::new(Shared::new(waker)));
+        // `Instant::now() + Duration::MAX` overflows: the wait must not add the two itself.
+        match sub.next_timeout(Duration::MAX) {
+            Ok(Some(SubscriptionEvent::Item(n))) => assert_eq!(n.item_text(), "7"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            sub.next_timeout(Duration::from_millis(1)),
+            Err(Error::Timeout)
+        ));
     }
 }
