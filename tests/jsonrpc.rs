@@ -2063,3 +2063,93 @@ fn cancelling_a_call_of_a_batch_not_yet_written_cancels_the_whole_batch() {
         assert_serves_another_connection(&mut ev);
     });
 }
+
+/// Issue 15: a batch queued before the connection opened was "half-sent" when the first write
+/// failed. Its first call held the frame and failed with `Disconnected`; the others held an empty
+/// frame, counted as sent on the next connection with nothing on the wire, and timed out. A
+/// batch is one frame in the outbox now: its calls are written together or wait together.
+#[test]
+fn a_queued_batch_whose_connection_resets_after_the_upgrade_keeps_one_fate() {
+    use support::raw::{CLOSE, RawServer, TEXT};
+    bounded(|| {
+        let (tx, rx) = mpsc::channel();
+        let server = RawServer::start_many(2, move |k, mut peer| {
+            peer.accept_handshake();
+            if k == 0 {
+                return peer.reset(); // at once, before reading anything
+            }
+            // The next connection: answer every request with its params, batches as batches.
+            let mut seen = 0;
+            while let Some(frame) = peer.read_frame() {
+                if frame.opcode == CLOSE {
+                    let _ = peer.send_close(1000);
+                    break;
+                }
+                if frame.opcode != TEXT {
+                    continue;
+                }
+                let request: Value = serde_json::from_slice(&frame.payload).unwrap();
+                let answer =
+                    |r: &Value| json!({"jsonrpc": "2.0", "id": r["id"], "result": r["params"]});
+                let reply = match request.as_array() {
+                    Some(batch) => Value::Array(batch.iter().map(answer).collect()),
+                    None => answer(&request),
+                };
+                seen += request.as_array().map_or(1, Vec::len);
+                tx.send(seen).unwrap();
+                if peer.send_text(&reply.to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        let config = ConnectionConfig {
+            reconnect: Some(quick_reconnect()),
+            ..rpc_config(JsonRpc2::default())
+        };
+        let mut ev = EventLoop::new().unwrap();
+        let conn = ev.connect(&server.url(), config).unwrap();
+        let single = Outcomes::new(1);
+        ev.submit(conn, req("echo", json!(["single"])), single.callback(0))
+            .unwrap();
+        // Past tungstenite's 128 KiB write threshold, the batch's frame goes to the socket as
+        // it is written, where the reset is found: the write of the batch itself fails.
+        let big = "x".repeat(50 << 10);
+        let batch: Vec<_> = (0..3).map(|i| req("echo", json!([i, big]))).collect();
+        let runs = BatchRuns::default();
+        ev.submit_batch(conn, batch, timeout(3_000), runs.callback())
+            .unwrap();
+        turn_until(&mut ev, |_| single.all_completed() && runs.runs() > 0);
+        settle(&mut ev);
+        single.assert_exactly_once();
+        let results = runs.results();
+        // One fate for the three: all answered on the next connection, or all written into the
+        // reset one and failed with it. Never a mix, never a timeout.
+        let answered = results.iter().filter(|r| r.is_ok()).count();
+        if answered == 3 {
+            for (i, result) in results.iter().enumerate() {
+                assert_eq!(result, &Ok(json!([i, big]).to_string()));
+            }
+        } else {
+            assert_eq!(answered, 0, "{results:?}");
+            assert!(
+                results.iter().all(|r| r == &results[0]),
+                "one error for all: {results:?}"
+            );
+            assert!(
+                results[0].as_ref().unwrap_err().starts_with("Disconnected"),
+                "{results:?}"
+            );
+        }
+        // A call counts as sent once, when its frame is handed over: those answered on the
+        // second connection, plus those written into the first, none twice.
+        let stats = ev.stats(conn).unwrap();
+        let on_second = rx.try_iter().last().unwrap_or(0);
+        let single_ok = u64::from(single.get(0).is_ok());
+        assert_eq!(on_second as u64, single_ok + answered as u64);
+        let written_into_first = (1 - single_ok) + (3 - answered as u64);
+        assert_eq!(stats.requests_sent, on_second as u64 + written_into_first);
+        assert_eq!(stats.timeouts, 0);
+        close_and_wait(&mut ev, conn);
+        server.join();
+    });
+}

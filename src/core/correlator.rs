@@ -99,33 +99,33 @@ impl<T> Correlator<T> {
         self.pending.next_id()
     }
 
-    /// Registers a call on `conn` due at tick `deadline`. `unsent` holds the encoded request
-    /// when it cannot be written yet (see [`take_unsent`](Self::take_unsent)).
+    /// Registers a call on `conn` due at tick `deadline`; `written` tells whether its request
+    /// is written already, or waits in the connection's outbox (see
+    /// [`handle_written`](Self::handle_written)).
     ///
     /// The caller checks [`has_room`](Self::has_room) first.
     pub(crate) fn handle_submit(
         &mut self,
         conn: ConnId,
         deadline: u64,
-        unsent: Option<String>,
+        written: bool,
         token: T,
     ) -> CallId {
         let deadlines = &mut self.deadlines;
         self.pending
-            .insert(conn, unsent, token, |key| deadlines.insert(deadline, key))
+            .insert(conn, written, token, |key| deadlines.insert(deadline, key))
     }
 
-    /// Takes the encoded request of a call that was queued unsent, marking it written. `None`
-    /// when the call has completed meanwhile (timed out, cancelled) or was already written.
-    pub(crate) fn take_unsent(&mut self, id: CallId) -> Option<String> {
-        self.pending.get_mut(id)?.unsent.take()
-    }
-
-    /// Gives a pending call its encoded request to send later (a batch's frame, stored with
-    /// its first call).
-    pub(crate) fn put_unsent(&mut self, id: CallId, frame: String) {
-        if let Some(call) = self.pending.get_mut(id) {
-            call.unsent = Some(frame);
+    /// The request of a call that waited unsent is being written. `false` when the call has
+    /// completed meanwhile (timed out, cancelled): its request must not go out. From now on an
+    /// answer can complete it, and a lost connection fails it with `Disconnected`.
+    pub(crate) fn handle_written(&mut self, id: CallId) -> bool {
+        match self.pending.get_mut(id) {
+            Some(call) if !call.written => {
+                call.written = true;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -134,11 +134,9 @@ impl<T> Correlator<T> {
         self.pending.get(id).map(|call| call.conn)
     }
 
-    /// Whether the call is pending with its request still unsent.
-    pub(crate) fn is_unsent(&self, id: CallId) -> bool {
-        self.pending
-            .get(id)
-            .is_some_and(|call| call.unsent.is_some())
+    /// Whether the call is pending with its request still waiting to be written.
+    pub(crate) fn is_queued(&self, id: CallId) -> bool {
+        self.pending.get(id).is_some_and(|call| !call.written)
     }
 
     /// Routes an incoming text frame from `conn`: an answer completes its call (a batch answer,
@@ -249,7 +247,7 @@ impl<T> Correlator<T> {
         match self.pending.get(id) {
             // Only the connection that carried the request can answer it, and only once the
             // request was written: anything else is a guess, not an answer.
-            Some(call) if call.conn == conn && call.unsent.is_none() => {}
+            Some(call) if call.conn == conn && call.written => {}
             Some(_) => return Err(UnmatchedReason::UnknownId),
             None => {
                 return Err(match self.pending.classify_unknown(id) {
@@ -316,7 +314,7 @@ impl<T> Correlator<T> {
         ids.sort_unstable();
         let mut failed = 0;
         for id in ids.drain(..) {
-            let written = !self.is_unsent(id);
+            let written = !self.is_queued(id);
             if let Some(e) = error(written) {
                 self.complete(id, Err(e));
                 failed += 1;
@@ -324,11 +322,6 @@ impl<T> Correlator<T> {
         }
         self.scratch = ids;
         failed
-    }
-
-    /// The size of a queued call's unsent request; `None` if it is not pending unsent.
-    pub(crate) fn unsent_len(&self, id: CallId) -> Option<usize> {
-        self.pending.get(id)?.unsent.as_ref().map(String::len)
     }
 
     /// The next completed call, in completion order.
@@ -404,7 +397,7 @@ mod tests {
     #[test]
     fn an_answer_completes_its_call() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 100, None, 1);
+        let id = c.handle_submit(A, 100, true, 1);
         assert_eq!(
             route(&mut c, A, &Envelope, answer(id, r#"{"x":1}"#)),
             Ok(())
@@ -417,7 +410,7 @@ mod tests {
     #[test]
     fn deadlines_fire_at_their_tick_with_no_traffic() {
         let mut c = Correlator::new();
-        c.handle_submit(A, 100, None, 1);
+        c.handle_submit(A, 100, true, 1);
         assert_eq!(
             c.next_deadline(),
             Some(64),
@@ -431,7 +424,7 @@ mod tests {
     #[test]
     fn a_late_answer_is_stale_and_completes_nothing() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 10, None, 1);
+        let id = c.handle_submit(A, 10, true, 1);
         c.handle_timeout(10);
         assert_eq!(drain(&mut c).len(), 1);
         let late = route(&mut c, A, &Envelope, answer(id, "1"));
@@ -442,10 +435,10 @@ mod tests {
     #[test]
     fn a_late_answer_does_not_complete_the_call_reusing_its_slot() {
         let mut c = Correlator::new();
-        let old = c.handle_submit(A, 10, None, 1);
+        let old = c.handle_submit(A, 10, true, 1);
         c.handle_timeout(10);
         drain(&mut c);
-        let new = c.handle_submit(A, 1_000, None, 2);
+        let new = c.handle_submit(A, 1_000, true, 2);
         assert_ne!(old, new);
         let late = route(&mut c, A, &Envelope, answer(old, r#""old""#));
         assert!(matches!(late, Err((UnmatchedReason::StaleId, _))));
@@ -457,7 +450,7 @@ mod tests {
     #[test]
     fn answer_and_deadline_in_the_same_turn_complete_once() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         // The driver handles I/O before timers within a turn.
         assert_eq!(route(&mut c, A, &Envelope, answer(id, "1")), Ok(()));
         assert_eq!(c.handle_timeout(50), 0);
@@ -467,7 +460,7 @@ mod tests {
     #[test]
     fn duplicate_answers_complete_once() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_ok());
         let dup = route(&mut c, A, &Envelope, answer(id, "1"));
         assert!(matches!(dup, Err((UnmatchedReason::StaleId, _))));
@@ -477,12 +470,12 @@ mod tests {
     #[test]
     fn an_answer_on_another_connection_or_before_sending_is_no_answer() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         assert!(matches!(
             route(&mut c, B, &Envelope, answer(id, "1")),
             Err((UnmatchedReason::UnknownId, _))
         ));
-        let queued = c.handle_submit(A, 50, Some("frame".into()), 2);
+        let queued = c.handle_submit(A, 50, false, 2);
         assert!(matches!(
             route(&mut c, A, &Envelope, answer(queued, "1")),
             Err((UnmatchedReason::UnknownId, _))
@@ -492,23 +485,23 @@ mod tests {
     }
 
     #[test]
-    fn unsent_requests_are_taken_once() {
+    fn a_queued_request_is_written_once_and_never_after_its_call_ended() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, Some("frame".into()), 1);
-        assert!(c.is_unsent(id));
-        assert_eq!(c.take_unsent(id).as_deref(), Some("frame"));
-        assert!(!c.is_unsent(id));
-        assert_eq!(c.take_unsent(id), None);
+        let id = c.handle_submit(A, 50, false, 1);
+        assert!(c.is_queued(id));
+        assert!(c.handle_written(id));
+        assert!(!c.is_queued(id));
+        assert!(!c.handle_written(id), "written once");
         // A queued call that times out is never sent.
-        let gone = c.handle_submit(A, 10, Some("late".into()), 2);
+        let gone = c.handle_submit(A, 10, false, 2);
         c.handle_timeout(10);
-        assert_eq!(c.take_unsent(gone), None);
+        assert!(!c.handle_written(gone));
     }
 
     #[test]
     fn cancel_then_answer_completes_once_with_cancelled() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         assert!(c.handle_cancel(id));
         assert!(!c.handle_cancel(id));
         assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_err());
@@ -519,7 +512,7 @@ mod tests {
     #[test]
     fn answer_then_cancel_keeps_the_answer() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         assert!(route(&mut c, A, &Envelope, answer(id, "1")).is_ok());
         assert!(!c.handle_cancel(id), "the answer won the race");
         assert_eq!(drain(&mut c), vec![(1, Ok("1".to_owned()))]);
@@ -529,9 +522,9 @@ mod tests {
     fn disconnect_fails_only_that_connection_in_submit_order() {
         let mut c = Correlator::new();
         for token in 0..5 {
-            c.handle_submit(A, 50, None, token);
+            c.handle_submit(A, 50, true, token);
         }
-        c.handle_submit(B, 50, None, 99);
+        c.handle_submit(B, 50, true, 99);
         assert_eq!(c.handle_disconnect(A, |_| Some(Error::Closed)), 5);
         let done = drain(&mut c);
         assert_eq!(
@@ -546,18 +539,18 @@ mod tests {
     #[test]
     fn a_lost_connection_fails_written_calls_and_can_keep_unsent_ones() {
         let mut c = Correlator::new();
-        let written = c.handle_submit(A, 50, None, 1);
-        let unsent = c.handle_submit(A, 50, Some("{}".to_owned()), 2);
-        assert_eq!(c.unsent_len(unsent), Some(2));
-        assert_eq!(c.unsent_len(written), None);
+        let written = c.handle_submit(A, 50, true, 1);
+        let unsent = c.handle_submit(A, 50, false, 2);
+        assert!(c.is_queued(unsent));
+        assert!(!c.is_queued(written));
         let kept = c.handle_disconnect(A, |w| w.then_some(Error::Closed));
         assert_eq!(kept, 1);
         assert_eq!(drain(&mut c), vec![(1, Err(Error::Closed.to_string()))]);
         assert!(
-            c.is_unsent(unsent),
+            c.is_queued(unsent),
             "the unsent call waits for the next connection"
         );
-        assert_eq!(c.take_unsent(unsent).as_deref(), Some("{}"));
+        assert!(c.handle_written(unsent));
         assert!(route(&mut c, A, &Envelope, answer(unsent, "7")).is_ok());
         assert_eq!(drain(&mut c), vec![(2, Ok("7".to_owned()))]);
     }
@@ -566,8 +559,8 @@ mod tests {
     fn batch_answers_count_each_element_once() {
         use crate::core::codec::JsonRpc2;
         let mut c = Correlator::new();
-        let a = c.handle_submit(A, 50, None, 1);
-        let b = c.handle_submit(A, 50, None, 2);
+        let a = c.handle_submit(A, 50, true, 1);
+        let b = c.handle_submit(A, 50, true, 2);
         let frame = format!(
             r#"[{{"jsonrpc":"2.0","id":{b},"result":"b"}},{{"jsonrpc":"2.0","id":999,"result":0}},{{"jsonrpc":"2.0","id":{a},"result":"a"}},{{"x":1}}]"#
         );
@@ -622,7 +615,7 @@ mod tests {
     #[test]
     fn a_codec_failure_completes_with_a_remote_error() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         assert!(route(&mut c, A, &FailingCodec, id.to_string().into()).is_ok());
         let done = c.poll_completion().unwrap();
         assert!(matches!(
@@ -634,7 +627,7 @@ mod tests {
     #[test]
     fn a_frame_nested_past_the_limit_is_malformed_before_any_codec_reads_it() {
         let mut c = Correlator::new();
-        let id = c.handle_submit(A, 50, None, 1);
+        let id = c.handle_submit(A, 50, true, 1);
         // 100,000 nested arrays around a pending call's id: it used to complete the call.
         let deep = format!(
             r#"{{"id":{id},"message":{}{}}}"#,
@@ -646,7 +639,7 @@ mod tests {
         // The codec is never asked: this one would complete any frame.
         let routed = route(&mut c, A, &FailingCodec, format!("[[{id}]]").into());
         assert!(routed.is_ok(), "two levels are within the limit");
-        let id = c.handle_submit(A, 50, None, 2);
+        let id = c.handle_submit(A, 50, true, 2);
         let too_deep = format!("{}{id}{}", "[".repeat(129), "]".repeat(129));
         let routed = c.handle_frame(A, &FailingCodec, 128, too_deep.into(), &mut |_| {});
         assert!(matches!(
@@ -668,7 +661,7 @@ mod tests {
     fn a_hundred_thousand_unanswered_calls_all_time_out_and_free_the_table() {
         let mut c = Correlator::new();
         for i in 0..100_000u32 {
-            c.handle_submit(A, 1_000 + u64::from(i % 5_000), None, i);
+            c.handle_submit(A, 1_000 + u64::from(i % 5_000), true, i);
         }
         assert_eq!(c.handle_timeout(999), 0);
         assert_eq!(c.handle_timeout(6_000), 100_000);
@@ -701,7 +694,7 @@ mod tests {
                     0..=3 => {
                         let conn = if next(2) == 0 { A } else { B };
                         let deadline = now + 1 + next(200);
-                        let id = c.handle_submit(conn, deadline, None, token);
+                        let id = c.handle_submit(conn, deadline, true, token);
                         issued.push((id, conn, deadline));
                         token += 1;
                     }

@@ -17,6 +17,7 @@ pub(crate) mod handshake;
 pub(crate) mod keepalive;
 pub(crate) mod nesting;
 pub(crate) mod notification;
+pub(crate) mod outbox;
 pub(crate) mod pending;
 pub(crate) mod request;
 pub(crate) mod response;

@@ -40,8 +40,9 @@ pub(crate) struct PendingCall<T> {
     pub(crate) conn: ConnId,
     /// Its deadline in the timer wheel.
     pub(crate) timer: TimerKey,
-    /// The encoded request while it waits for the connection to open; `None` once written.
-    pub(crate) unsent: Option<String>,
+    /// Whether its request has been written. Until then it waits in its connection's outbox
+    /// (which holds the frame), and no answer can be for it.
+    pub(crate) written: bool,
     /// What to complete: the driver's callback or completion slot.
     pub(crate) token: T,
 }
@@ -101,7 +102,7 @@ impl<T> PendingCalls<T> {
     pub(crate) fn insert(
         &mut self,
         conn: ConnId,
-        unsent: Option<String>,
+        written: bool,
         token: T,
         timer: impl FnOnce(usize) -> TimerKey,
     ) -> CallId {
@@ -115,7 +116,7 @@ impl<T> PendingCalls<T> {
             id,
             conn,
             timer: timer(key),
-            unsent,
+            written,
             token,
         });
         // Slab keys stay below MAX_PENDING (2^24), so they fit, and never equal EMPTY.
@@ -242,7 +243,7 @@ mod tests {
     use crate::core::wheel::TimerWheel;
 
     fn insert(table: &mut PendingCalls<u32>, wheel: &mut TimerWheel<usize>, token: u32) -> CallId {
-        table.insert(ConnId::new(0), None, token, |key| wheel.insert(100, key))
+        table.insert(ConnId::new(0), true, token, |key| wheel.insert(100, key))
     }
 
     #[test]
@@ -329,7 +330,7 @@ mod tests {
         let mut wheel = TimerWheel::new();
         let mut table = PendingCalls::new();
         let a = insert(&mut table, &mut wheel, 1);
-        let other = table.insert(ConnId::new(1), None, 2, |key| wheel.insert(1, key));
+        let other = table.insert(ConnId::new(1), true, 2, |key| wheel.insert(1, key));
         let mut ids = Vec::new();
         table.ids_on(ConnId::new(0), &mut ids);
         assert_eq!(ids, vec![a]);

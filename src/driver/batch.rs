@@ -9,9 +9,10 @@ use tungstenite::Message;
 use crate::config::CallOptions;
 use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
+use crate::core::outbox::Unsent;
 use crate::core::request::Request;
 use crate::core::response::Response;
-use crate::driver::connection::{Queued, Socket, write_message};
+use crate::driver::connection::{Socket, write_message};
 use crate::driver::context::{Callback, Context};
 use crate::error::{DisconnectReason, Error};
 
@@ -110,10 +111,8 @@ impl Context {
                 let gathered = gathered.clone();
                 move |ctx: &mut Context, result| gather(ctx, &gathered, i, result)
             });
-            // Registered unsent for now (the frame is not complete): see below.
-            let registered = self
-                .calls
-                .handle_submit(conn, deadline, Some(String::new()), element);
+            // Registered unwritten for now (the frame is not complete): see below.
+            let registered = self.calls.handle_submit(conn, deadline, false, element);
             debug_assert_eq!(registered, id);
             ids.push(id);
         }
@@ -131,20 +130,21 @@ impl Context {
 
         let c = &mut self.conns[index];
         if !c.writes_now() {
-            // Queued: the whole frame rides with the first call; the others keep an empty
-            // frame, which means "written with the first" when the queue drains.
+            // Queued: the batch waits as one frame, and its calls leave together.
             let size = frame.len();
-            if c.queued_bytes + size > c.config.max_write_buffer {
-                let calls = &self.calls;
-                c.recount_queue(|id| calls.unsent_len(id));
-                if c.queued_bytes + size > c.config.max_write_buffer {
-                    self.withdraw(&ids);
-                    return Err(Error::Busy);
-                }
+            let calls = &self.calls;
+            if !c
+                .outbox
+                .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
+            {
+                self.withdraw(&ids);
+                return Err(Error::Busy);
             }
-            self.calls.put_unsent(ids[0], frame);
-            c.queued_bytes += size;
-            c.queued.extend(ids.iter().map(|&id| Queued::Call(id)));
+            let batch = Unsent::Batch {
+                ids: ids.as_slice().into(),
+                frame,
+            };
+            c.outbox.push(batch, size);
             c.in_flight += ids.len();
             return Ok(ids);
         }
@@ -160,7 +160,7 @@ impl Context {
             Err(e) => Some(DisconnectReason::from_ws(&e)),
         };
         for &id in &ids {
-            self.calls.take_unsent(id);
+            self.calls.handle_written(id);
         }
         c.in_flight += ids.len();
         c.stats.requests_sent += ids.len() as u64;
@@ -171,39 +171,13 @@ impl Context {
         Ok(ids)
     }
 
-    /// The other calls of the queued batch `call` belongs to (none if it is not in one). In the
-    /// queue a batch is its first call, which holds the frame, followed by the others, which
-    /// hold an empty one.
+    /// The calls of the queued batch `call` waits in (none if it waits alone, or not at all).
     pub(crate) fn unsent_batch_of(&self, call: CallId) -> Vec<CallId> {
-        let Some(c) = self
-            .calls
+        self.calls
             .conn_of(call)
             .and_then(|conn| self.conns.get(conn.index()))
-        else {
-            return Vec::new();
-        };
-        let is_rider = |entry: &Queued| match entry {
-            Queued::Call(id) => self.calls.unsent_len(*id) == Some(0),
-            Queued::Message(_) => false,
-        };
-        let Some(at) = c
-            .queued
-            .iter()
-            .position(|e| matches!(e, Queued::Call(id) if *id == call))
-        else {
-            return Vec::new();
-        };
-        let mut first = at;
-        while first > 0 && is_rider(&c.queued[first]) {
-            first -= 1;
-        }
-        let last = at + c.queued.range(at + 1..).take_while(|e| is_rider(e)).count();
-        (first..=last)
-            .filter_map(|i| match c.queued[i] {
-                Queued::Call(id) if id != call => Some(id),
-                _ => None,
-            })
-            .collect()
+            .and_then(|c| c.outbox.batch_of(call))
+            .map_or_else(Vec::new, <[CallId]>::to_vec)
     }
 
     /// Takes back the calls of a batch that could not be sent.

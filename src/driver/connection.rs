@@ -7,7 +7,7 @@
 //! after that, only while bytes wait to be written (the upgrade request, tungstenite's buffer,
 //! or TLS records), so a connection waiting for its peer causes no wake-ups.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -19,9 +19,9 @@ use tungstenite::handshake::client::Request;
 
 use crate::config::ConnectionConfig;
 use crate::core::backoff::Backoff;
-use crate::core::call_id::CallId;
 use crate::core::handshake::OpeningHandshake;
 use crate::core::keepalive::Keepalive;
+use crate::core::outbox::Outbox;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
@@ -83,14 +83,6 @@ pub(crate) struct Reconnect {
     pub(crate) opened_before: bool,
 }
 
-/// What waits in a connection's queue until it opens, in submit order.
-pub(crate) enum Queued {
-    /// A call, whose encoded request waits in the pending table.
-    Call(CallId),
-    /// A message sent with [`Context::send`](crate::Context::send).
-    Message(Message),
-}
-
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
     Connecting(TcpStream, Box<Request>),
@@ -140,15 +132,9 @@ pub(crate) struct Connection {
     pub(crate) addr: SocketAddr,
     /// `wss://`: what each connect attempt's TLS session is made from.
     pub(crate) tls: Option<Box<TlsTarget>>,
-    /// Calls and messages submitted before the connection opened, in submit order. The
-    /// calls' requests wait in the pending table; ids of calls that completed meanwhile are
-    /// skipped when draining.
-    pub(crate) queued: VecDeque<Queued>,
-    /// Bytes of the queued requests and messages (an upper bound: requests that completed
-    /// unsent count until the queue is compacted).
-    pub(crate) queued_bytes: usize,
-    /// Messages (not calls) in `queued`.
-    pub(crate) queued_messages: usize,
+    /// Calls and messages submitted while the connection cannot write, in submit order (see
+    /// [`Outbox`]).
+    pub(crate) outbox: Outbox<Message>,
     /// Calls pending on this connection, counted until their completion is dispatched.
     pub(crate) in_flight: usize,
     /// The connect, close or reconnect deadline.
@@ -196,9 +182,7 @@ impl Connection {
             subscription_keys: HashMap::new(),
             addr,
             tls: tls.map(Box::new),
-            queued: VecDeque::new(),
-            queued_bytes: 0,
-            queued_messages: 0,
+            outbox: Outbox::default(),
             in_flight: 0,
             timer: None,
             keepalive: None,
@@ -229,7 +213,6 @@ impl Connection {
         self.socket = Socket::Gone;
         self.keepalive = None;
         self.clear_queue();
-        self.queued = VecDeque::new();
         if self.undelivered == 0 {
             self.handler = None;
             self.notification_handlers = HashMap::new();
@@ -246,7 +229,7 @@ impl Connection {
 
     /// Whether a new call may be written at once (open, nothing queued ahead of it).
     pub(crate) fn writes_now(&self) -> bool {
-        self.ended.is_none() && self.queued.is_empty() && matches!(self.socket, Socket::Open(_))
+        self.ended.is_none() && self.outbox.is_empty() && matches!(self.socket, Socket::Open(_))
     }
 
     pub(crate) fn stream_mut(&mut self) -> Option<&mut TcpStream> {
@@ -295,40 +278,13 @@ impl Connection {
         }
     }
 
-    /// Drops ids of calls that left the queue's reach, once stale ids outnumber live entries,
-    /// so a submit-cancel loop on a connection that never opens cannot grow the queue without
-    /// bound.
-    pub(crate) fn compact_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
-        if self.queued.len() > 2 * (self.in_flight + self.queued_messages) + 64 {
-            self.recount_queue(unsent_len);
-        }
-    }
-
-    /// Drops the ids of calls that completed unsent and counts the queued bytes exactly.
-    pub(crate) fn recount_queue(&mut self, unsent_len: impl Fn(CallId) -> Option<usize>) {
-        let mut bytes = 0;
-        self.queued.retain(|entry| {
-            let len = match entry {
-                Queued::Call(id) => unsent_len(*id),
-                Queued::Message(message) => Some(message.len()),
-            };
-            len.inspect(|len| bytes += len).is_some()
-        });
-        self.queued_bytes = bytes;
-    }
-
-    /// Forgets everything queued: calls (whose requests stay in the pending table, to be
-    /// failed by the caller) and messages (dropped unsent).
+    /// Forgets everything queued: calls (still pending, to be failed by the caller) and
+    /// messages (dropped unsent).
     pub(crate) fn clear_queue(&mut self) {
-        if self.queued_messages > 0 {
-            log::debug!(
-                "{} queued messages dropped unsent: the connection ended",
-                self.queued_messages
-            );
+        let messages = self.outbox.clear();
+        if messages > 0 {
+            log::debug!("{messages} queued messages dropped unsent: the connection ended");
         }
-        self.queued.clear();
-        self.queued_bytes = 0;
-        self.queued_messages = 0;
     }
 }
 

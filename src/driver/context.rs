@@ -26,12 +26,13 @@ use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Correlator;
 use crate::core::notification::Notification;
+use crate::core::outbox::Unsent;
 use crate::core::response::Response;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
-use crate::driver::connection::{ConnState, Connection, Ended, Queued, Socket, write_message};
+use crate::driver::connection::{ConnState, Connection, Ended, Socket, write_message};
 use crate::driver::frame_arena::{COPY_LIMIT, FrameArena};
 use crate::driver::handle::{Command, Handle, Shared};
 use crate::driver::state_change::StateChange;
@@ -357,22 +358,22 @@ impl Context {
         let c = &mut self.conns[index];
         if !c.writes_now() {
             let size = self.frame.len();
-            if c.queued_bytes + size > c.config.max_write_buffer {
-                let calls = &self.calls;
-                c.recount_queue(|id| calls.unsent_len(id));
-                if c.queued_bytes + size > c.config.max_write_buffer {
-                    return Err((Error::Busy, callback));
-                }
+            let calls = &self.calls;
+            if !c
+                .outbox
+                .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
+            {
+                return Err((Error::Busy, callback));
             }
-            c.queued_bytes += size;
-            // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
-            let unsent = Some(std::mem::take(&mut self.frame));
-            let submitted = self.calls.handle_submit(conn, deadline, unsent, callback);
+            let submitted = self.calls.handle_submit(conn, deadline, false, callback);
             debug_assert_eq!(submitted, id);
-            c.queued.push_back(Queued::Call(id));
+            // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
+            let frame = std::mem::take(&mut self.frame);
+            c.outbox.push(Unsent::Call { id, frame }, size);
             c.in_flight += 1;
             let calls = &self.calls;
-            c.compact_queue(|id| calls.unsent_len(id));
+            c.outbox
+                .compact_if_sparse(c.in_flight, |id| calls.is_queued(id));
             return Ok(id);
         }
         let Socket::Open(ws) = &mut c.socket else {
@@ -396,7 +397,7 @@ impl Context {
             Err(tungstenite::Error::WriteBufferFull(_)) => return Err((Error::Busy, callback)),
             Err(e) => Some(DisconnectReason::from_ws(&e)),
         };
-        let submitted = self.calls.handle_submit(conn, deadline, None, callback);
+        let submitted = self.calls.handle_submit(conn, deadline, true, callback);
         debug_assert_eq!(submitted, id);
         c.in_flight += 1;
         c.stats.requests_sent += 1;
@@ -417,9 +418,11 @@ impl Context {
     /// travels in one frame with the rest of its batch: cancelling it cancels every call of
     /// that batch not yet written.
     pub fn cancel(&mut self, call: CallId) -> bool {
-        if self.calls.is_unsent(call) {
-            for rider in self.unsent_batch_of(call) {
-                self.calls.handle_cancel(rider);
+        if self.calls.is_queued(call) {
+            for other in self.unsent_batch_of(call) {
+                if other != call {
+                    self.calls.handle_cancel(other);
+                }
             }
         }
         self.calls.handle_cancel(call)

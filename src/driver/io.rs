@@ -15,13 +15,15 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
+use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
 use crate::core::keepalive::Keepalive;
+use crate::core::outbox::Unsent;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
-use crate::driver::connection::{Connection, Queued, Socket, write_message};
+use crate::driver::connection::{Connection, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::frame_arena::COPY_LIMIT;
 use crate::driver::state_change::StateChange;
@@ -205,47 +207,51 @@ impl Context {
         let c = &mut self.conns[index];
         log::debug!(
             "connection {index}: {} queued calls and messages",
-            c.queued.len()
+            c.outbox.len()
         );
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
         };
         let mut failure = None;
-        c.queued_bytes = 0;
-        // The last frame written was refused: the batch calls that rode on it fail with it.
-        let mut refused = false;
-        while let Some(entry) = c.queued.pop_front() {
-            let (message, call) = match entry {
-                Queued::Call(id) => match self.calls.take_unsent(id) {
-                    // A batch's call: its frame went with the batch's first call.
-                    Some(frame) if frame.is_empty() => {
-                        if refused {
-                            self.calls.handle_failure(id, Error::Busy);
-                        } else {
-                            c.stats.requests_sent += 1;
-                        }
-                        continue;
+        while let Some(unsent) = c.outbox.pop() {
+            // The calls a frame carries are written as it is handed over, all of a batch
+            // together: from here on they fail with `Disconnected` if the connection drops.
+            let (message, calls) = match unsent {
+                Unsent::Call { id, frame } => {
+                    if !self.calls.handle_written(id) {
+                        continue; // completed while it waited
                     }
-                    Some(frame) => (Message::Text(frame.into()), Some(id)),
-                    None => continue, // completed while it waited
-                },
-                Queued::Message(message) => {
-                    c.queued_messages -= 1;
-                    (message.into_ws(), None)
+                    (Message::Text(frame.into()), vec![id])
                 }
+                Unsent::Batch { ids, frame } => {
+                    let written: Vec<CallId> = ids
+                        .iter()
+                        .copied()
+                        .filter(|&id| self.calls.handle_written(id))
+                        .collect();
+                    if written.is_empty() {
+                        continue; // cancelled or timed out while it waited
+                    }
+                    (Message::Text(frame.into()), written)
+                }
+                Unsent::Message(message) => (message.into_ws(), Vec::new()),
             };
-            let written = write_message(ws, message);
-            refused = matches!(written, Err(tungstenite::Error::WriteBufferFull(_)));
-            match written {
-                Ok(()) if call.is_some() => c.stats.requests_sent += 1,
+            let is_call = !calls.is_empty();
+            match write_message(ws, message) {
+                Ok(()) if is_call => c.stats.requests_sent += calls.len() as u64,
                 Ok(()) => c.stats.messages_sent += 1,
-                Err(tungstenite::Error::WriteBufferFull(_)) => match call {
-                    Some(id) => {
+                Err(tungstenite::Error::WriteBufferFull(_)) if is_call => {
+                    for id in calls {
                         self.calls.handle_failure(id, Error::Busy);
                     }
-                    None => log::warn!("connection {index}: write buffer full, message dropped"),
-                },
+                }
+                Err(tungstenite::Error::WriteBufferFull(_)) => {
+                    log::warn!("connection {index}: write buffer full, message dropped");
+                }
                 Err(e) => {
+                    // Handed over, so counted as sent (as a call written on an open
+                    // connection is): they fail with `Disconnected`, whatever got out.
+                    c.stats.requests_sent += calls.len() as u64;
                     failure = Some(DisconnectReason::from_ws(&e));
                     break;
                 }

@@ -11,8 +11,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::core::conn_id::ConnId;
+use crate::core::outbox::Unsent;
 use crate::core::request::Request;
-use crate::driver::connection::{Queued, Socket, write_message};
+use crate::driver::connection::{Socket, write_message};
 use crate::driver::context::Context;
 use crate::error::{DisconnectReason, Error};
 
@@ -164,16 +165,14 @@ impl Context {
             return Err(Error::TooLarge { size, limit });
         }
         if !c.writes_now() {
-            if c.queued_bytes + size > c.config.max_write_buffer {
-                let calls = &self.calls;
-                c.recount_queue(|id| calls.unsent_len(id));
-                if c.queued_bytes + size > c.config.max_write_buffer {
-                    return Err(Error::Busy);
-                }
+            let calls = &self.calls;
+            if !c
+                .outbox
+                .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
+            {
+                return Err(Error::Busy);
             }
-            c.queued_bytes += size;
-            c.queued_messages += 1;
-            c.queued.push_back(Queued::Message(message));
+            c.outbox.push(Unsent::Message(message), size);
             return Ok(());
         }
         let Socket::Open(ws) = &mut c.socket else {

@@ -255,7 +255,7 @@ impl Context {
             }
             SubState::Subscribing { call, .. } => {
                 // Never sent: withdrawn. Sent: its answer will name the key to unsubscribe.
-                let sent = !self.calls.is_unsent(call);
+                let sent = !self.calls.is_queued(call);
                 if !sent {
                     self.calls.handle_cancel(call);
                 }
@@ -452,7 +452,7 @@ impl Context {
                 continue;
             }
             if let SubState::Subscribing { call, .. } = s.state {
-                if resume.is_some() && self.calls.is_unsent(call) {
+                if resume.is_some() && self.calls.is_queued(call) {
                     // Never reached the server: its call waits for the connection, like any
                     // call not yet written; nothing was interrupted.
                     continue;

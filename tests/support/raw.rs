@@ -39,18 +39,34 @@ pub struct RawServer {
 impl RawServer {
     /// Accepts one client and runs `script` on its raw TCP stream.
     pub fn start(script: impl FnOnce(RawPeer) + Send + 'static) -> RawServer {
+        let mut script = Some(script);
+        RawServer::start_many(1, move |_, peer| {
+            if let Some(script) = script.take() {
+                script(peer);
+            }
+        })
+    }
+
+    /// Accepts `clients` clients one after another (a reconnecting client's attempts), and
+    /// runs `script(k, peer)` on the `k`-th, from 0.
+    pub fn start_many(
+        clients: usize,
+        mut script: impl FnMut(usize, RawPeer) + Send + 'static,
+    ) -> RawServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let thread = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
-            stream.set_nodelay(true).unwrap();
-            script(RawPeer::new(stream));
+            for k in 0..clients {
+                let (stream, _) = listener.accept().expect("accept");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream.set_nodelay(true).unwrap();
+                script(k, RawPeer::new(stream));
+            }
         });
         RawServer {
             addr,

@@ -1,0 +1,319 @@
+//! [`Outbox`]: what waits to be written on one connection while it is not open, in submit
+//! order, under one byte budget.
+//!
+//! A connection that is connecting, or waiting to reconnect, cannot write; calls and messages
+//! submitted meanwhile wait here and leave in submit order once it opens. Each entry is one
+//! frame: a call's request, a whole batch (one frame, several calls), or a message. A batch is
+//! one unit: its calls leave together or not at all, so they always share one fate (all
+//! written, or all still waiting for the next connection).
+//!
+//! The outbox holds the frames; the pending table only knows whether each call was written.
+//! A call that completes while it waits (a timeout, a cancel) leaves its entry behind: the
+//! entry is skipped when the outbox drains, and dropped sooner when dead entries pile up
+//! ([`Outbox::compact`]), so a loop of submits and cancels on a connection that never opens
+//! cannot grow it without bound. Until then its bytes count against the budget, which makes
+//! [`Outbox::bytes`] an upper bound; [`Outbox::admits`] counts exactly before it refuses.
+
+use std::collections::VecDeque;
+
+use super::call_id::CallId;
+
+/// One frame waiting to be written.
+#[derive(Debug)]
+pub(crate) enum Unsent<M> {
+    /// A call's encoded request.
+    Call { id: CallId, frame: String },
+    /// A batch's frame (a JSON array) and its calls, in request order.
+    Batch { ids: Box<[CallId]>, frame: String },
+    /// A message that is not a call.
+    Message(M),
+}
+
+#[derive(Debug)]
+struct Entry<M> {
+    unsent: Unsent<M>,
+    size: usize,
+}
+
+/// The frames waiting for one connection to open.
+#[derive(Debug)]
+pub(crate) struct Outbox<M> {
+    entries: VecDeque<Entry<M>>,
+    /// Bytes of every entry, dead ones included until they are dropped.
+    bytes: usize,
+    /// Entries that are messages.
+    messages: usize,
+}
+
+impl<M> Default for Outbox<M> {
+    fn default() -> Self {
+        Outbox {
+            entries: VecDeque::new(),
+            bytes: 0,
+            messages: 0,
+        }
+    }
+}
+
+impl<M> Outbox<M> {
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many frames wait (dead ones included).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The bytes waiting: an upper bound until dead entries are dropped.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `size` more bytes fit in `budget`. When the running count says no, the entries
+    /// of calls that are no longer waiting (`waiting` says which) are dropped first and the
+    /// bytes counted exactly, so a refusal is never caused by calls that already left.
+    pub(crate) fn admits(
+        &mut self,
+        size: usize,
+        budget: usize,
+        waiting: impl Fn(CallId) -> bool,
+    ) -> bool {
+        if self.bytes.saturating_add(size) <= budget {
+            return true;
+        }
+        self.compact(waiting);
+        self.bytes.saturating_add(size) <= budget
+    }
+
+    /// Queues one frame behind the others. `size` is what it counts against the budget.
+    pub(crate) fn push(&mut self, unsent: Unsent<M>, size: usize) {
+        if matches!(unsent, Unsent::Message(_)) {
+            self.messages += 1;
+        }
+        self.bytes += size;
+        self.entries.push_back(Entry { unsent, size });
+    }
+
+    /// Drops dead entries once they outnumber the live ones (`pending` calls and the messages)
+    /// by two to one, so the outbox stays in proportion to what really waits.
+    pub(crate) fn compact_if_sparse(&mut self, pending: usize, waiting: impl Fn(CallId) -> bool) {
+        if self.entries.len() > 2 * (pending + self.messages) + 64 {
+            self.compact(waiting);
+        }
+    }
+
+    /// Drops the entries whose calls are no longer waiting, and counts the bytes exactly.
+    pub(crate) fn compact(&mut self, waiting: impl Fn(CallId) -> bool) {
+        let mut bytes = 0;
+        self.entries.retain(|entry| {
+            let live = match &entry.unsent {
+                Unsent::Call { id, .. } => waiting(*id),
+                // A batch's calls leave together: one waiting keeps the batch.
+                Unsent::Batch { ids, .. } => ids.iter().any(|&id| waiting(id)),
+                Unsent::Message(_) => true,
+            };
+            if live {
+                bytes += entry.size;
+            }
+            live
+        });
+        self.bytes = bytes;
+    }
+
+    /// The oldest frame, taken out to be written.
+    pub(crate) fn pop(&mut self) -> Option<Unsent<M>> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.size;
+        if matches!(entry.unsent, Unsent::Message(_)) {
+            self.messages -= 1;
+        }
+        Some(entry.unsent)
+    }
+
+    /// The calls of the waiting batch that holds `call`, if `call` waits in a batch.
+    pub(crate) fn batch_of(&self, call: CallId) -> Option<&[CallId]> {
+        self.entries.iter().find_map(|entry| match &entry.unsent {
+            Unsent::Batch { ids, .. } if ids.contains(&call) => Some(&ids[..]),
+            _ => None,
+        })
+    }
+
+    /// Drops everything; returns how many messages (not calls) were dropped unsent.
+    pub(crate) fn clear(&mut self) -> usize {
+        let messages = self.messages;
+        *self = Outbox::default();
+        messages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> CallId {
+        CallId::from_u64(n).unwrap()
+    }
+
+    fn call(n: u64, frame: &str) -> Unsent<&'static str> {
+        Unsent::Call {
+            id: id(n),
+            frame: frame.to_owned(),
+        }
+    }
+
+    fn names(outbox: &mut Outbox<&'static str>) -> Vec<String> {
+        std::iter::from_fn(|| outbox.pop())
+            .map(|u| match u {
+                Unsent::Call { frame, .. } | Unsent::Batch { frame, .. } => frame,
+                Unsent::Message(m) => m.to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_leave_in_submit_order_and_a_batch_as_one() {
+        let mut outbox = Outbox::default();
+        outbox.push(call(1, "a"), 1);
+        outbox.push(
+            Unsent::Batch {
+                ids: [id(2), id(3), id(4)].into(),
+                frame: "[b,c,d]".into(),
+            },
+            7,
+        );
+        outbox.push(Unsent::Message("m"), 1);
+        assert_eq!((outbox.len(), outbox.bytes()), (3, 9));
+        assert_eq!(outbox.batch_of(id(3)), Some(&[id(2), id(3), id(4)][..]));
+        assert_eq!(outbox.batch_of(id(1)), None);
+        assert_eq!(names(&mut outbox), ["a", "[b,c,d]", "m"]);
+        assert_eq!(outbox.bytes(), 0);
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn the_budget_is_counted_exactly_before_a_refusal() {
+        let mut outbox = Outbox::default();
+        outbox.push(call(1, "aaaa"), 4);
+        outbox.push(call(2, "bbbb"), 4);
+        // Call 1 completed while it waited: its 4 bytes no longer count once looked at.
+        let waiting = |id: CallId| id.as_u64() != 1;
+        assert!(outbox.admits(2, 10, waiting), "within the running count");
+        assert!(outbox.admits(6, 10, waiting), "only after dropping call 1");
+        assert_eq!(outbox.bytes(), 4);
+        outbox.push(call(3, "cccccc"), 6);
+        assert!(!outbox.admits(1, 10, waiting));
+        assert_eq!(names(&mut outbox), ["bbbb", "cccccc"]);
+    }
+
+    #[test]
+    fn a_batch_lives_while_any_of_its_calls_waits() {
+        let mut outbox: Outbox<&str> = Outbox::default();
+        outbox.push(
+            Unsent::Batch {
+                ids: [id(1), id(2)].into(),
+                frame: "[x,y]".into(),
+            },
+            5,
+        );
+        outbox.compact(|id| id.as_u64() == 2);
+        assert_eq!(outbox.len(), 1);
+        outbox.compact(|_| false);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.bytes(), 0);
+    }
+
+    #[test]
+    fn submit_and_cancel_forever_stays_bounded() {
+        let mut outbox: Outbox<&str> = Outbox::default();
+        outbox.push(Unsent::Message("kept"), 4);
+        for n in 1..100_000 {
+            outbox.push(call(n, "x"), 1);
+            // Only the newest call still waits.
+            outbox.compact_if_sparse(1, |id| id.as_u64() == n);
+            assert!(outbox.len() <= 2 * 2 + 64 + 1, "{}", outbox.len());
+        }
+        outbox.compact(|_| false);
+        assert_eq!(names(&mut outbox), ["kept"]);
+    }
+
+    #[test]
+    fn clear_reports_the_messages_dropped() {
+        let mut outbox = Outbox::default();
+        outbox.push(call(1, "a"), 1);
+        outbox.push(Unsent::Message("m"), 1);
+        outbox.push(Unsent::Message("n"), 1);
+        assert_eq!(outbox.clear(), 2);
+        assert!(outbox.is_empty());
+        assert_eq!((outbox.bytes(), outbox.clear()), (0, 0));
+    }
+
+    /// The half-sent batch (issue 15): the frame that fails is a batch's, or the one before it.
+    /// Either way its three calls share one fate, decided by whether the frame was handed over.
+    #[test]
+    fn a_batch_is_written_whole_or_waits_whole() {
+        use crate::core::conn_id::ConnId;
+        use crate::core::correlator::Correlator;
+        use crate::error::{DisconnectReason, Error};
+        const CONN: ConnId = ConnId::from_raw(0);
+        for fails_at in ["the call before", "the batch"] {
+            let mut calls = Correlator::<u32>::new();
+            let mut outbox: Outbox<()> = Outbox::default();
+            let single = calls.handle_submit(CONN, 100, false, 0);
+            outbox.push(
+                Unsent::Call {
+                    id: single,
+                    frame: "a".into(),
+                },
+                1,
+            );
+            let batch: Box<[CallId]> = (1..=3)
+                .map(|token| calls.handle_submit(CONN, 100, false, token))
+                .collect();
+            outbox.push(
+                Unsent::Batch {
+                    ids: batch.clone(),
+                    frame: "[b]".into(),
+                },
+                3,
+            );
+            // The connection opens; the frames are handed over in order until one fails.
+            while let Some(unsent) = outbox.pop() {
+                let (ids, is_batch) = match unsent {
+                    Unsent::Call { id, .. } => (vec![id], false),
+                    Unsent::Batch { ids, .. } => (ids.to_vec(), true),
+                    Unsent::Message(()) => unreachable!(),
+                };
+                assert!(ids.iter().all(|&id| calls.handle_written(id)));
+                if is_batch == (fails_at == "the batch") {
+                    break;
+                }
+            }
+            // Lost, with a reconnect policy: what was written fails, the rest waits.
+            calls.handle_disconnect(CONN, |written| {
+                written.then_some(Error::Disconnected(DisconnectReason::Reset))
+            });
+            let failed: Vec<u32> = std::iter::from_fn(|| calls.poll_completion())
+                .map(|done| done.token)
+                .collect();
+            let waiting: Vec<bool> = batch.iter().map(|&id| calls.is_queued(id)).collect();
+            match fails_at {
+                "the batch" => {
+                    assert_eq!(failed, [0, 1, 2, 3], "all written, all failed together");
+                    assert!(outbox.is_empty());
+                }
+                _ => {
+                    assert_eq!(failed, [0]);
+                    assert_eq!(waiting, [true; 3], "the whole batch waits");
+                    // ... and goes out whole on the next connection.
+                    let Some(Unsent::Batch { ids, .. }) = outbox.pop() else {
+                        panic!("the batch is still one frame")
+                    };
+                    assert!(ids.iter().all(|&id| calls.handle_written(id)));
+                }
+            }
+        }
+    }
+}
