@@ -19,6 +19,7 @@ pub(crate) mod state_change;
 mod stream;
 pub(crate) mod subscription;
 pub(crate) mod subscription_queue;
+pub(crate) mod tcp;
 // TLS for wss:// (feature `tls`); without it, empty stand-ins that `connect` never reaches.
 #[cfg(feature = "tls")]
 mod tls;

@@ -1,76 +1,19 @@
-//! [`Stream`]: the socket under a WebSocket, plain TCP or TLS over it, which skips the TCP read
-//! that would only say `WouldBlock`.
+//! [`Stream`]: the socket under a WebSocket, plain TCP or TLS over it.
 //!
-//! mio's readiness is edge-triggered, so a connection is read until the socket has nothing
-//! left. tungstenite reads until a read returns `WouldBlock`, which costs one more `recvfrom`
-//! per readiness event. But a read that returns fewer bytes than asked for has already emptied
-//! the kernel's buffer: anything arriving later raises a new edge, and so a new event. After
-//! such a short read, [`Tcp`] answers `WouldBlock` itself until the next event (as tokio does,
-//! for the same reason).
-//!
-//! One exception: a peer's FIN that arrived before the data was read raises no further edge,
-//! and only a read returning 0 reveals it. Once an event reports the read side closed (or an
-//! error), every read goes to the socket.
-//!
-//! The shortcut is about the *kernel's* buffer, so it is applied to TCP reads only, and with TLS
-//! that is the reads rustls makes to fetch records. A short TCP read says nothing of what TLS
-//! holds: one read may bring several records whose plaintext rustls keeps until asked. So a TLS
-//! stream hands out decrypted plaintext first, and only when none is left asks [`Tcp`] for more
-//! records, which is when the shortcut may answer `WouldBlock` (see `tls.rs`).
+//! Its TCP reads go through [`Tcp`], which skips the read that could only say `WouldBlock`
+//! (see `tcp.rs`). That shortcut is about the *kernel's* buffer, so it is applied to TCP reads
+//! only, and with TLS that is the reads rustls makes to fetch records. A short TCP read says
+//! nothing of what TLS holds: one read may bring several records whose plaintext rustls keeps
+//! until asked. So a TLS stream hands out decrypted plaintext first, and only when none is left
+//! asks [`Tcp`] for more records, which is when the shortcut may answer `WouldBlock` (see
+//! `tls.rs`).
 
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
+use crate::driver::tcp::{RecvState, Tcp};
 use crate::driver::tls::TlsSession;
-
-/// What is known of the kernel's receive buffer since the last readiness event.
-#[derive(Debug, Default)]
-pub(crate) struct RecvState {
-    /// A read came back short since the last readiness event: the socket has nothing more.
-    drained: bool,
-    /// An event reported the peer's FIN or an error: never assume drained again.
-    read_closed: bool,
-}
-
-/// A TCP stream borrowed with its [`RecvState`]: reads skip the syscall that could only say
-/// `WouldBlock`; writes go straight to the socket.
-pub(crate) struct Tcp<'a> {
-    pub(crate) stream: &'a mut TcpStream,
-    pub(crate) recv: &'a mut RecvState,
-}
-
-impl Read for Tcp<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.recv.drained {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        match self.stream.read(buf) {
-            Ok(n) => {
-                self.recv.drained = n > 0 && n < buf.len() && !self.recv.read_closed;
-                Ok(n)
-            }
-            Err(e) => {
-                self.recv.drained = e.kind() == io::ErrorKind::WouldBlock;
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Write for Tcp<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
-    }
-}
 
 /// A connection's socket: a [`TcpStream`] that remembers whether its receive buffer is known
 /// to be empty, with a TLS session over it for `wss://`.
@@ -114,8 +57,7 @@ impl Stream {
 
     /// A readiness event arrived: the socket may have something to read again.
     pub(crate) fn on_event(&mut self, read_closed: bool) {
-        self.recv.drained = false;
-        self.recv.read_closed |= read_closed;
+        self.recv.on_event(read_closed);
     }
 
     /// Moves the TLS handshake along as far as the socket allows: `Ok(true)` once it is done

@@ -31,7 +31,7 @@ use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
 use crate::config::{ConnectionConfig, TlsConfig};
-use crate::driver::stream::Tcp;
+use crate::driver::tcp::Tcp;
 use crate::error::{DisconnectReason, Error, TlsErrorKind, TlsFailure};
 
 /// What a `wss://` connection needs to open a TLS session, on every (re)connect: the client

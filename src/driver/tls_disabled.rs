@@ -7,7 +7,7 @@ use std::io;
 use mio::net::TcpStream;
 
 use crate::config::ConnectionConfig;
-use crate::driver::stream::Tcp;
+use crate::driver::tcp::Tcp;
 use crate::error::{DisconnectReason, Error};
 
 /// Never exists without the `tls` feature.
