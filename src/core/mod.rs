@@ -8,13 +8,16 @@
 //!   timer expiry, cancel, failure or disconnect), and that place queues its one completion.
 //! - **No user code.** The core hands completions out; the driver runs the callbacks.
 
+pub(crate) mod arena;
 pub(crate) mod backoff;
 pub(crate) mod call_id;
 pub(crate) mod codec;
 pub(crate) mod conn_id;
 pub(crate) mod correlator;
+pub(crate) mod event;
 pub(crate) mod handshake;
 pub(crate) mod keepalive;
+pub(crate) mod message;
 pub(crate) mod nesting;
 pub(crate) mod notification;
 pub(crate) mod outbox;

@@ -19,38 +19,20 @@ use tungstenite::handshake::client::Request;
 
 use crate::config::ConnectionConfig;
 use crate::core::backoff::Backoff;
+use crate::core::event::ConnState;
 use crate::core::handshake::OpeningHandshake;
 use crate::core::keepalive::Keepalive;
+use crate::core::message::Message;
 use crate::core::outbox::Outbox;
 use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
 use crate::driver::context::MessageHandler;
-use crate::driver::message::Message;
 use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
 use crate::driver::subscription::NotificationHandler;
 use crate::driver::tls::TlsTarget;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
-
-/// Where a connection is in its life, as [`Context::state`](crate::Context::state) reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnState {
-    /// TCP connect or WebSocket handshake in progress; calls submitted now wait for it.
-    Connecting,
-    /// Open: calls are written as they are submitted.
-    Open,
-    /// Lost, waiting out the reconnect policy's delay before connecting again; calls submitted
-    /// now wait for the next connection.
-    Reconnecting,
-    /// A close handshake is in progress; new calls are refused.
-    Closing,
-    /// Closed by this side.
-    Closed,
-    /// Ended without this side asking for it.
-    Disconnected(DisconnectReason),
-}
 
 /// How a connection ended, once it has: decides what its calls fail with.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::core::conn_id::ConnId;
+use crate::core::event::StateChange;
 use crate::driver::connection::{Ended, Socket};
 use crate::driver::context::Context;
-use crate::driver::state_change::StateChange;
 use crate::error::{DisconnectReason, Error};
 
 impl Context {

@@ -15,11 +15,11 @@ use serde_json::value::RawValue;
 
 use crate::config::CallOptions;
 use crate::core::conn_id::ConnId;
+use crate::core::event::ConnState;
+use crate::core::event::{SubscribeOptions, SubscriptionEvent};
 use crate::core::response::Response;
 use crate::driver::call_slot::{PendingCall, Slot};
-use crate::driver::connection::ConnState;
 use crate::driver::context::Context;
-use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent};
 use crate::driver::subscription_queue::{QueueOptions, SubQueue, Subscription};
 use crate::error::Error;
 

@@ -15,9 +15,11 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
+use crate::core::arena::COPY_LIMIT;
 use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
+use crate::core::event::StateChange;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
 use crate::core::keepalive::Keepalive;
 use crate::core::outbox::Unsent;
@@ -25,8 +27,6 @@ use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
 use crate::driver::connection::{Connection, Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
-use crate::driver::frame_arena::COPY_LIMIT;
-use crate::driver::state_change::StateChange;
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 

@@ -4,9 +4,9 @@
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::core::event::StateChange;
 use crate::driver::connection::Socket;
 use crate::driver::context::{ConnTimer, Context};
-use crate::driver::state_change::StateChange;
 use crate::error::DisconnectReason;
 
 impl Context {

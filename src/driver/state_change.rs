@@ -1,44 +1,13 @@
 //! [`StateChange`]: how a connection's life is told — to its state handler, to handles, and to
 //! the log, once per change.
 
-use std::time::Duration;
-
 use crate::core::conn_id::ConnId;
+use crate::core::event::StateChange;
 use crate::driver::context::Context;
-use crate::error::{DisconnectReason, Error};
+use crate::error::Error;
 
 /// A connection's handler for its state changes.
 pub(crate) type StateHandler = Box<dyn FnMut(&mut Context, ConnId, StateChange)>;
-
-/// A step in a connection's life, as its state handler receives it
-/// ([`Context::set_state_handler`]).
-///
-/// A connection goes `Connecting`, `Open`, and, when it ends without this side asking,
-/// `Disconnected(reason)`; then either `Reconnecting { .. }` and `Connecting` again (with a
-/// [`ReconnectPolicy`](crate::ReconnectPolicy)), or `Closed`. A connection that cannot be
-/// opened goes `Connecting`, `Disconnected(reason)`. `Closed` is always the last event: the
-/// connection is over for good (closed by this side, lost without a reconnect policy, or out
-/// of reconnect attempts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StateChange {
-    /// A TCP connect and WebSocket handshake started (the first, or a reconnect).
-    Connecting,
-    /// The handshake is done: calls are written as they are submitted.
-    Open,
-    /// The connection was lost, or could not be opened. Calls already written fail with
-    /// [`Error::Disconnected`]; calls not yet written wait for a reconnect, if there is one.
-    Disconnected(DisconnectReason),
-    /// The next attempt starts after `delay`.
-    Reconnecting {
-        /// Attempts since the connection was last stable, this one included (from 1).
-        attempt: u32,
-        /// The backoff delay before the attempt.
-        delay: Duration,
-    },
-    /// The connection is over for good; no event follows.
-    Closed,
-}
 
 impl Context {
     /// Sets the handler told of every state change of `conn`, on the loop thread, during

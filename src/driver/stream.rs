@@ -219,7 +219,7 @@ mod tests {
         };
         assert_eq!(&buf[..n], b"bye");
         assert!(
-            !stream.recv.drained,
+            !stream.recv.drained(),
             "a short read after a reported FIN must not be trusted"
         );
         assert_eq!(

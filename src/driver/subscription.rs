@@ -1,7 +1,6 @@
 //! How server notifications reach user code: handlers by method name, and subscriptions — a
 //! subscribe call whose answer names a key, then every notification carrying that key.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use serde_json::value::RawValue;
 use crate::config::CallOptions;
 use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
+use crate::core::event::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 use crate::core::notification::Notification;
 use crate::core::request::Request;
 use crate::core::response::Response;
@@ -21,48 +21,6 @@ use crate::error::{DisconnectReason, Error};
 pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>;
 /// A subscription's handler.
 pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
-
-/// A subscription made with [`Context::subscribe`]; pass it to [`Context::unsubscribe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SubscriptionId(u64);
-
-impl fmt::Display for SubscriptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "subscription {}", self.0)
-    }
-}
-
-/// What a subscription's handler receives.
-///
-/// Items arrive in the order the server sent them. Exactly one `Ended` closes every
-/// subscription, after which the handler is dropped.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum SubscriptionEvent {
-    /// A notification for this subscription; its payload is [`Notification::item`].
-    Item(Notification),
-    /// The connection was lost; with [`SubscribeOptions::resubscribe`] and a reconnect policy,
-    /// the subscription is made again when the connection comes back, and items resume (items
-    /// sent meanwhile are lost).
-    Interrupted(DisconnectReason),
-    /// Subscribed again after an interruption (the key may have changed).
-    Resubscribed,
-    /// The subscription is over: the subscribe call failed (`Remote`, `Timeout`...), the
-    /// connection ended (`Disconnected`, `Closed`, `Shutdown`), or
-    /// [`unsubscribe`](Context::unsubscribe) was called (`Cancelled`).
-    Ended(Error),
-}
-
-/// How a subscription is made ([`Context::subscribe_with`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubscribeOptions {
-    /// When the connection is lost and comes back (a
-    /// [`ReconnectPolicy`](crate::ReconnectPolicy)), subscribe again instead of ending.
-    /// Default: `false`.
-    pub resubscribe: bool,
-    /// The subscribe call's timeout; `None` takes the connection's default.
-    pub timeout: Option<Duration>,
-}
 
 /// Where a subscription is in its life.
 enum SubState {
@@ -224,7 +182,7 @@ impl Context {
                 handler: Some(Box::new(on_event)),
             },
         );
-        Ok(SubscriptionId(id))
+        Ok(SubscriptionId::new(id))
     }
 
     /// Ends a subscription: its handler receives `Ended(Error::Cancelled)`, and the server is
@@ -232,7 +190,7 @@ impl Context {
     /// it is still in flight). Items already on their way are counted and dropped. Returns
     /// `false` if the subscription had already ended.
     pub fn unsubscribe(&mut self, sub: SubscriptionId) -> bool {
-        let Some(s) = self.subscriptions.get_mut(&sub.0) else {
+        let Some(s) = self.subscriptions.get_mut(&sub.raw()) else {
             return false;
         };
         if s.ending {
@@ -264,7 +222,7 @@ impl Context {
             SubState::Interrupted => {}
         }
         self.inbound.push_back(Inbound::Subscription(
-            sub.0,
+            sub.raw(),
             SubscriptionEvent::Ended(Error::Cancelled),
         ));
         true

@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
+use crate::core::event::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 use crate::driver::handle::{Command, Shared};
-use crate::driver::subscription::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 use crate::error::Error;
 
 /// What happens when a [`Subscription`]'s queue is full and another item arrives.

@@ -25,6 +25,12 @@ pub(crate) struct RecvState {
 }
 
 impl RecvState {
+    /// Whether a short read said the socket has nothing more until the next event.
+    #[cfg(test)]
+    pub(crate) fn drained(&self) -> bool {
+        self.drained
+    }
+
     /// A readiness event arrived: the socket may have something to read again; `read_closed`
     /// when the event reported the peer's FIN or an error.
     pub(crate) fn on_event(&mut self, read_closed: bool) {
