@@ -1,5 +1,7 @@
 //! [`ConnStats`]: what went over one connection, counted.
 
+use crate::core::unmatched::UnmatchedReason;
+
 /// Counters of one connection, from [`Context::stats`](crate::Context::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -34,6 +36,17 @@ pub struct ConnStats {
 }
 
 impl ConnStats {
+    /// Counts a frame (or batch element) that matched no call.
+    pub(crate) fn count_unmatched(&mut self, reason: UnmatchedReason) {
+        match reason {
+            UnmatchedReason::UnknownId => self.unknown_id += 1,
+            UnmatchedReason::StaleId => self.stale_id += 1,
+            UnmatchedReason::NoId => self.no_id += 1,
+            UnmatchedReason::Malformed => self.malformed += 1,
+            UnmatchedReason::Binary => self.binary += 1,
+        }
+    }
+
     /// Messages that matched no call, whatever the reason.
     pub fn unmatched(&self) -> u64 {
         self.unknown_id + self.stale_id + self.no_id + self.malformed + self.binary

@@ -21,7 +21,7 @@ impl Context {
                 ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout),
                 ConnTimer::Close => {
                     log::debug!("connection {index}: close timeout, dropping the socket");
-                    self.conns[index].release();
+                    self.release(index);
                     self.publish_state(index);
                 }
                 ConnTimer::Reconnect => self.reconnect(index),

@@ -24,12 +24,8 @@ use crate::core::handshake::OpeningHandshake;
 use crate::core::keepalive::Keepalive;
 use crate::core::message::Message;
 use crate::core::outbox::Outbox;
-use crate::core::unmatched::UnmatchedReason;
 use crate::core::wheel::TimerKey;
-use crate::driver::context::MessageHandler;
-use crate::driver::state_change::StateHandler;
 use crate::driver::stream::Stream;
-use crate::driver::subscription::NotificationHandler;
 use crate::driver::tls::TlsTarget;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
@@ -89,15 +85,16 @@ impl fmt::Debug for Socket {
     }
 }
 
-/// A connection of the loop.
-pub(crate) struct Connection {
+/// A connection of the loop. `H` is what the application set on it (its handlers), which this
+/// file neither names nor runs.
+pub(crate) struct Connection<H> {
     pub(crate) socket: Socket,
     /// Set once the connection stops taking calls (closed by us, or lost); the socket may still
     /// be finishing a close handshake.
     pub(crate) ended: Option<Ended>,
     pub(crate) config: ConnectionConfig,
     pub(crate) stats: ConnStats,
-    pub(crate) handler: Option<MessageHandler>,
+    pub(crate) handlers: H,
     /// Unmatched messages queued for `handler` and not yet delivered: a connection released
     /// meanwhile keeps its handler until they are (a server may send a message, its close
     /// frame and its FIN in one segment, all read in one turn).
@@ -105,9 +102,6 @@ pub(crate) struct Connection {
     /// A protocol violation read behind messages still `undelivered`: the connection fails
     /// once they are delivered (and reads nothing more meanwhile).
     pub(crate) violation: Option<Box<tungstenite::Error>>,
-    pub(crate) state_handler: Option<StateHandler>,
-    /// Handlers of notifications by method (`None` while one runs).
-    pub(crate) notification_handlers: HashMap<Box<str>, Option<NotificationHandler>>,
     /// Live subscriptions by key (the subscribe call's result, as JSON text).
     pub(crate) subscription_keys: HashMap<Box<str>, u64>,
     /// The peer's address (reconnects go there again).
@@ -134,7 +128,7 @@ pub(crate) struct Connection {
     pub(crate) read_again: bool,
 }
 
-impl Connection {
+impl<H: Default> Connection<H> {
     pub(crate) fn new(
         stream: TcpStream,
         request: Request,
@@ -156,11 +150,9 @@ impl Connection {
             ended: None,
             config,
             stats: ConnStats::default(),
-            handler: None,
+            handlers: H::default(),
             undelivered: 0,
             violation: None,
-            state_handler: None,
-            notification_handlers: HashMap::new(),
             subscription_keys: HashMap::new(),
             addr,
             tls: tls.map(Box::new),
@@ -175,7 +167,9 @@ impl Connection {
             read_again: false,
         }
     }
+}
 
+impl<H> Connection<H> {
     pub(crate) fn state(&self) -> ConnState {
         match (&self.ended, &self.socket) {
             (None, Socket::Open(_)) => ConnState::Open,
@@ -187,18 +181,13 @@ impl Connection {
         }
     }
 
-    /// Drops the socket and everything only a live connection needs (its buffers, queue,
-    /// message handler and reconnect state), so an ended connection costs a few dozen bytes.
-    /// (The state handler stays until it has been told `Closed`, the message handler until
-    /// the messages that arrived before the end are delivered.)
+    /// Drops the socket and everything only a live connection needs (its buffers, queue and
+    /// reconnect state), so an ended connection costs a few dozen bytes. (Its handlers are the
+    /// loop's to drop: see `Context::release`.)
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
         self.keepalive = None;
         self.clear_queue();
-        if self.undelivered == 0 {
-            self.handler = None;
-            self.notification_handlers = HashMap::new();
-        }
         self.violation = None;
         self.reconnect = None;
         self.tls = None;
@@ -242,22 +231,6 @@ impl Connection {
             }
         }
         self.wants_write = write;
-    }
-
-    /// Counts an unmatched frame.
-    pub(crate) fn count_unmatched(&mut self, reason: UnmatchedReason) {
-        Connection::count(&mut self.stats, reason);
-    }
-
-    /// Counts an unmatched frame (or batch element) in `s`.
-    pub(crate) fn count(s: &mut ConnStats, reason: UnmatchedReason) {
-        match reason {
-            UnmatchedReason::UnknownId => s.unknown_id += 1,
-            UnmatchedReason::StaleId => s.stale_id += 1,
-            UnmatchedReason::NoId => s.no_id += 1,
-            UnmatchedReason::Malformed => s.malformed += 1,
-            UnmatchedReason::Binary => s.binary += 1,
-        }
     }
 
     /// Forgets everything queued: calls (still pending, to be failed by the caller) and

@@ -46,6 +46,32 @@ use crate::stats::ConnStats;
 pub(crate) type Callback = Box<dyn FnOnce(&mut Context, Result<Response, Error>)>;
 /// A connection's handler for messages that match no call.
 pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
+/// A connection's handler for its state changes.
+pub(crate) type StateHandler = Box<dyn FnMut(&mut Context, ConnId, StateChange)>;
+/// A connection's handler for notifications of one method.
+pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>;
+
+/// What the application set on one connection. Each is taken out while it runs, so that it
+/// may act on the loop (and set handlers) with no borrow held.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    /// For messages that match no call. It stays until the messages that arrived before
+    /// the end are delivered.
+    pub(crate) message: Option<MessageHandler>,
+    /// For state changes. It stays until it has been told `Closed`.
+    pub(crate) state: Option<StateHandler>,
+    /// For notifications, by method (`None` while one runs).
+    pub(crate) notifications: HashMap<Box<str>, Option<NotificationHandler>>,
+}
+
+impl Handlers {
+    /// Drops the handlers that can no longer be called: an ended connection with nothing left
+    /// to deliver gets no message or notification.
+    fn release_delivery(&mut self) {
+        self.message = None;
+        self.notifications = HashMap::new();
+    }
+}
 
 /// A message for the handlers, queued during the I/O pass.
 pub(crate) enum Inbound {
@@ -76,7 +102,7 @@ pub struct Context {
     /// The loop's now: the instant last read by [`Context::now`]. Everything the loop does
     /// with time between two reads uses it, never the clock.
     now: Instant,
-    pub(crate) conns: Slab<Connection>,
+    pub(crate) conns: Slab<Connection<Handlers>>,
     pub(crate) calls: Correlator<Callback>,
     pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
     /// Unmatched messages (for connections with a handler) and notifications, dispatched after
@@ -460,7 +486,7 @@ impl Context {
         let c = &mut self.conns[index];
         let Socket::Open(ws) = &mut c.socket else {
             // Not open yet: there is no WebSocket to close, only a socket to drop.
-            c.release();
+            self.release(index);
             return;
         };
         // RFC 6455 §7.4.1: 1000 indicates a normal closure.
@@ -473,7 +499,7 @@ impl Context {
             Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 log::debug!("connection {index}: close failed: {e}");
-                c.release();
+                self.release(index);
                 return;
             }
         }
@@ -495,7 +521,7 @@ impl Context {
             .conns
             .get_mut(conn.index())
             .ok_or(Error::UnknownConnection)?;
-        c.handler = Some(Box::new(handler));
+        c.handlers.message = Some(Box::new(handler));
         Ok(())
     }
 
@@ -602,6 +628,17 @@ impl Context {
         }
     }
 
+    /// Drops connection `index`'s socket and live state (`Connection::release`), and the
+    /// handlers nothing can reach any more: the message and notification handlers, unless
+    /// messages that arrived before the end still wait to be delivered to them.
+    pub(crate) fn release(&mut self, index: usize) {
+        let c = &mut self.conns[index];
+        c.release();
+        if c.undelivered == 0 {
+            c.handlers.release_delivery();
+        }
+    }
+
     /// Disarms every deadline of the connection.
     pub(crate) fn cancel_conn_timers(&mut self, index: usize) {
         let c = &mut self.conns[index];
@@ -660,8 +697,7 @@ impl Context {
         if c.undelivered == 0 {
             if c.released() {
                 // Its last message (see `Connection::release`).
-                c.handler = None;
-                c.notification_handlers = HashMap::new();
+                c.handlers.release_delivery();
             }
             self.fail_deferred_violation(index);
         }
@@ -671,12 +707,12 @@ impl Context {
     /// Runs the connection's message handler, if it still has one.
     pub(crate) fn run_message_handler(&mut self, message: Unmatched) -> bool {
         let index = message.conn().index();
-        let Some(mut handler) = self.conns[index].handler.take() else {
+        let Some(mut handler) = self.conns[index].handlers.message.take() else {
             return false;
         };
         handler(self, message);
         // Keep a handler the callback installed meanwhile.
-        self.conns[index].handler.get_or_insert(handler);
+        self.conns[index].handlers.message.get_or_insert(handler);
         true
     }
 }

@@ -103,7 +103,7 @@ impl Context {
             return self.fail(index, DisconnectReason::Reset);
         }
         self.cancel_conn_timers(index);
-        self.conns[index].release();
+        self.release(index);
         self.publish_state(index);
         log::debug!("connection {index}: socket closed");
     }
@@ -120,7 +120,7 @@ impl Context {
         c.violation = None;
         if c.ended.is_some() {
             // Ended before (a close handshake was under way): only the socket was left.
-            c.release();
+            self.release(index);
             return self.publish_state(index);
         }
         self.calls.handle_disconnect(ConnId::new(index), |written| {
@@ -142,15 +142,14 @@ impl Context {
         self.calls
             .handle_disconnect(ConnId::new(index), |_| Some(ended.to_error()));
         c.ended = Some(ended);
-        c.release();
+        self.release(index);
         self.change_state(index, StateChange::Closed);
     }
 
     /// The loop shuts down: fail the connection's calls with [`Error::Shutdown`], drop it.
     pub(crate) fn shut_down_conn(&mut self, index: usize) {
         self.cancel_conn_timers(index);
-        let c = &mut self.conns[index];
-        c.release();
+        self.release(index);
         self.calls
             .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
         self.end_subscriptions(index, None, || Error::Shutdown);

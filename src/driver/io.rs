@@ -25,7 +25,7 @@ use crate::core::keepalive::Keepalive;
 use crate::core::outbox::Unsent;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
-use crate::driver::connection::{Connection, Socket, write_message};
+use crate::driver::connection::{Socket, write_message};
 use crate::driver::context::{ConnTimer, Context, Inbound};
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
@@ -296,7 +296,7 @@ impl Context {
                         large => large,
                     };
                     let stats = &mut c.stats;
-                    let mut stray = |reason| Connection::count(stats, reason);
+                    let mut stray = |reason| stats.count_unmatched(reason);
                     match self.calls.handle_frame(
                         conn,
                         &*c.config.codec,
@@ -345,8 +345,8 @@ impl Context {
 
     pub(crate) fn on_unmatched(&mut self, index: usize, message: Unmatched) {
         let c = &mut self.conns[index];
-        c.count_unmatched(message.reason());
-        if c.handler.is_some() {
+        c.stats.count_unmatched(message.reason());
+        if c.handlers.message.is_some() {
             c.undelivered += 1;
             self.inbound.push_back(Inbound::Unmatched(message));
         } else if log::log_enabled!(log::Level::Debug) {

@@ -6,9 +6,6 @@ use crate::core::event::StateChange;
 use crate::driver::context::Context;
 use crate::error::Error;
 
-/// A connection's handler for its state changes.
-pub(crate) type StateHandler = Box<dyn FnMut(&mut Context, ConnId, StateChange)>;
-
 impl Context {
     /// Sets the handler told of every state change of `conn`, on the loop thread, during
     /// [`turn`](crate::EventLoop::turn). Changes that happened since the last dispatch are
@@ -38,7 +35,7 @@ impl Context {
             .conns
             .get_mut(conn.index())
             .ok_or(Error::UnknownConnection)?;
-        c.state_handler = Some(Box::new(handler));
+        c.handlers.state = Some(Box::new(handler));
         Ok(())
     }
 
@@ -65,14 +62,14 @@ impl Context {
     pub(crate) fn dispatch_state_change(&mut self) -> Option<bool> {
         let (conn, change) = self.state_changes.pop_front()?;
         let index = conn.index();
-        let Some(mut handler) = self.conns[index].state_handler.take() else {
+        let Some(mut handler) = self.conns[index].handlers.state.take() else {
             return Some(false);
         };
         let last = change == StateChange::Closed;
         handler(self, conn, change);
         if !last {
             // Keep a handler the callback installed meanwhile.
-            self.conns[index].state_handler.get_or_insert(handler);
+            self.conns[index].handlers.state.get_or_insert(handler);
         }
         Some(true)
     }

@@ -17,8 +17,6 @@ use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::context::{Context, Inbound};
 use crate::error::{DisconnectReason, Error};
 
-/// A connection's handler for notifications of one method.
-pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>;
 /// A subscription's handler.
 pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
 
@@ -93,7 +91,8 @@ impl Context {
             .conns
             .get_mut(conn.index())
             .ok_or(Error::UnknownConnection)?;
-        c.notification_handlers
+        c.handlers
+            .notifications
             .insert(method.into(), Some(Box::new(handler)));
         Ok(())
     }
@@ -367,12 +366,12 @@ impl Context {
             return self.run_subscription_handler(id, SubscriptionEvent::Item(notification));
         }
         let method = notification.method();
-        if let Some(slot) = c.notification_handlers.get_mut(&*method) {
+        if let Some(slot) = c.handlers.notifications.get_mut(&*method) {
             if let Some(mut handler) = slot.take() {
                 let method: Box<str> = method.into();
                 c.stats.notifications += 1;
                 handler(self, notification);
-                if let Some(slot) = self.conns[index].notification_handlers.get_mut(&method) {
+                if let Some(slot) = self.conns[index].handlers.notifications.get_mut(&method) {
                     slot.get_or_insert(handler);
                 }
                 return true;
@@ -384,8 +383,8 @@ impl Context {
         }
         // A push: to the message handler now, in arrival order (not queued behind what was
         // read after it).
-        c.count_unmatched(UnmatchedReason::NoId);
-        if c.handler.is_none() {
+        c.stats.count_unmatched(UnmatchedReason::NoId);
+        if c.handlers.message.is_none() {
             log::debug!("connection {index}: unhandled notification {method}");
             return false;
         }
