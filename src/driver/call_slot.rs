@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use crate::core::call_id::CallId;
 use crate::core::response::Response;
-use crate::driver::handle::{Command, Shared};
 use crate::error::Error;
 
 #[derive(Default)]
@@ -72,6 +71,13 @@ impl Slot {
     }
 }
 
+/// Where a [`PendingCall`] dropped before its result sends its cancellation (the loop's
+/// command queue): this file knows the loop only through it.
+pub(crate) trait CancelSink: Send + Sync {
+    /// Asks the loop to cancel the call whose result `slot` waits for.
+    fn cancel(&self, slot: Arc<Slot>);
+}
+
 /// A call made through a [`Handle`](crate::Handle): await it, or block on it.
 ///
 /// It is a runtime-agnostic [`Future`] (woken through the task's [`Waker`], under any
@@ -87,14 +93,14 @@ impl Slot {
 #[must_use = "dropping a PendingCall cancels the call"]
 pub struct PendingCall {
     slot: Arc<Slot>,
-    shared: Option<Arc<Shared>>,
+    loop_sink: Option<Arc<dyn CancelSink>>,
 }
 
 impl PendingCall {
-    pub(crate) fn new(slot: Arc<Slot>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(slot: Arc<Slot>, loop_sink: Arc<dyn CancelSink>) -> Self {
         PendingCall {
             slot,
-            shared: Some(shared),
+            loop_sink: Some(loop_sink),
         }
     }
 
@@ -102,7 +108,10 @@ impl PendingCall {
     pub(crate) fn failed(error: Error) -> Self {
         let slot = Arc::new(Slot::default());
         slot.complete(Err(error));
-        PendingCall { slot, shared: None }
+        PendingCall {
+            slot,
+            loop_sink: None,
+        }
     }
 
     /// Blocks the calling thread until the call completes.
@@ -183,14 +192,13 @@ impl Future for PendingCall {
 
 impl Drop for PendingCall {
     fn drop(&mut self) {
-        let Some(shared) = self.shared.take() else {
+        let Some(loop_sink) = self.loop_sink.take() else {
             return;
         };
         if self.slot.lock().completed {
             return;
         }
-        // Cancel it in the loop; if the loop has gone, shutdown completed it already.
-        let _ = shared.send(Command::Cancel(self.slot.clone()));
+        loop_sink.cancel(self.slot.clone());
     }
 }
 

@@ -7,12 +7,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use slab::Slab;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
@@ -27,17 +28,19 @@ use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::correlator::Correlator;
 use crate::core::event::StateChange;
-use crate::core::event::{ConnState, SubscriptionEvent};
+use crate::core::event::{ConnState, SubscribeOptions, SubscriptionEvent};
 use crate::core::notification::Notification;
 use crate::core::outbox::Unsent;
 use crate::core::response::Response;
+use crate::core::subscription::SubscriptionEntry;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
+use crate::driver::call_slot::{CancelSink, Slot};
 use crate::driver::connection::{Connection, Ended, Socket, write_message};
-use crate::driver::handle::{Command, Handle, Shared};
-use crate::driver::subscription::SubscriptionEntry;
+use crate::driver::mailbox::{Mailbox, lock};
+use crate::driver::subscription_queue::{SubQueue, UnsubscribeSink};
 use crate::driver::tls;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
@@ -50,6 +53,8 @@ pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
 pub(crate) type StateHandler = Box<dyn FnMut(&mut Context, ConnId, StateChange)>;
 /// A connection's handler for notifications of one method.
 pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>;
+/// A subscription's handler.
+pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
 
 /// What the application set on one connection. Each is taken out while it runs, so that it
 /// may act on the loop (and set handlers) with no borrow held.
@@ -83,6 +88,75 @@ pub(crate) enum Inbound {
     Subscription(u64, SubscriptionEvent),
 }
 
+/// A callback that may be sent to the loop thread.
+type SendCallback = Box<dyn FnOnce(&mut Context, Result<Response, Error>) + Send>;
+
+/// What another thread asks of the loop.
+pub(crate) enum Command {
+    Submit {
+        conn: ConnId,
+        payload: String,
+        options: CallOptions,
+        callback: SendCallback,
+        /// The slot of a [`PendingCall`](crate::PendingCall), to record the call's id in (for cancelling).
+        slot: Option<Arc<Slot>>,
+    },
+    Cancel(Arc<Slot>),
+    Close(ConnId),
+    Subscribe {
+        conn: ConnId,
+        method: String,
+        params: Box<RawValue>,
+        unsubscribe_method: String,
+        options: SubscribeOptions,
+        queue: Arc<SubQueue>,
+    },
+    Unsubscribe(Arc<SubQueue>),
+}
+
+/// The part of a loop that other threads share.
+pub(crate) struct Shared {
+    /// Commands for the loop.
+    pub(crate) mailbox: Mailbox<Command>,
+    /// Each connection's state, published by the loop when it changes.
+    pub(crate) states: Mutex<Vec<Option<ConnState>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Shared {
+            mailbox: Mailbox::new(waker),
+            states: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues a command for the loop; gives it back if the loop has shut down.
+    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
+        self.mailbox.send(command)
+    }
+
+    pub(crate) fn publish_state(&self, index: usize, state: ConnState) {
+        let mut states = lock(&self.states);
+        if states.len() <= index {
+            states.resize(index + 1, None);
+        }
+        states[index] = Some(state);
+    }
+}
+
+impl CancelSink for Shared {
+    fn cancel(&self, slot: Arc<Slot>) {
+        // If the loop has gone, its shutdown completed the call already.
+        let _ = self.send(Command::Cancel(slot));
+    }
+}
+
+impl UnsubscribeSink for Shared {
+    fn unsubscribe(&self, queue: Arc<SubQueue>) {
+        let _ = self.send(Command::Unsubscribe(queue));
+    }
+}
+
 /// What a connection deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConnTimer {
@@ -109,7 +183,7 @@ pub struct Context {
     /// the I/O pass, in arrival order.
     pub(crate) inbound: VecDeque<Inbound>,
     /// Live subscriptions, by id.
-    pub(crate) subscriptions: HashMap<u64, SubscriptionEntry>,
+    pub(crate) subscriptions: HashMap<u64, SubscriptionEntry<EventHandler>>,
     /// The id the next subscription gets (never reused).
     pub(crate) next_subscription: u64,
     /// State changes not yet told to the connections' state handlers.
@@ -157,11 +231,6 @@ impl Context {
             shared: Arc::new(Shared::new(waker)),
             backlog: VecDeque::new(),
         })
-    }
-
-    /// A handle through which other threads make calls on this loop.
-    pub fn handle(&self) -> Handle {
-        Handle::new(self.shared.clone())
     }
 
     /// Opens a connection to a `ws://` or `wss://` URL. Returns at once: the TCP connect, the

@@ -1,116 +1,26 @@
-//! [`Handle`]: calls from other threads, through a queue that wakes the loop.
+//! [`Handle`]: calls from other threads, through the loop's [`Mailbox`](super::mailbox).
 //!
-//! Other threads push commands on one mutex-guarded queue and wake the loop with the poll's
-//! `mio::Waker`. Wake-ups are coalesced: only the push that finds the queue empty wakes, since
-//! every drain takes the whole queue at once (a swap under the lock) and the next push finds it
-//! empty again. For that to hold, a drain must take the queue every time, leftovers or not. The loop runs at most [`DRAIN_CAP`] commands a turn and keeps the rest for the
-//! next turn, which then does not sleep, so one busy producer cannot starve the sockets.
-//! Results cross back through each call's [`Slot`](super::call_slot).
+//! The loop runs at most [`DRAIN_CAP`] commands a turn and keeps the rest for the next turn,
+//! which then does not sleep, so one busy producer cannot starve the sockets. Results cross
+//! back through each call's [`Slot`](super::call_slot), and subscription events through its
+//! bounded queue (`subscription_queue.rs`).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::config::CallOptions;
 use crate::core::conn_id::ConnId;
-use crate::core::event::ConnState;
-use crate::core::event::{SubscribeOptions, SubscriptionEvent};
+use crate::core::event::{ConnState, SubscriptionEvent};
 use crate::core::response::Response;
 use crate::driver::call_slot::{PendingCall, Slot};
-use crate::driver::context::Context;
+use crate::driver::context::{Command, Context, Shared};
+use crate::driver::mailbox::lock;
 use crate::driver::subscription_queue::{QueueOptions, SubQueue, Subscription};
 use crate::error::Error;
 
 /// Commands one turn runs at most; the rest wait for the next turn.
 const DRAIN_CAP: usize = 1_024;
-
-/// A callback that may be sent to the loop thread.
-type SendCallback = Box<dyn FnOnce(&mut Context, Result<Response, Error>) + Send>;
-
-/// What another thread asks of the loop.
-pub(crate) enum Command {
-    Submit {
-        conn: ConnId,
-        payload: String,
-        options: CallOptions,
-        callback: SendCallback,
-        /// The slot of a [`PendingCall`], to record the call's id in (for cancelling).
-        slot: Option<Arc<Slot>>,
-    },
-    Cancel(Arc<Slot>),
-    Close(ConnId),
-    Subscribe {
-        conn: ConnId,
-        method: String,
-        params: Box<RawValue>,
-        unsubscribe_method: String,
-        options: SubscribeOptions,
-        queue: Arc<SubQueue>,
-    },
-    Unsubscribe(Arc<SubQueue>),
-}
-
-struct Queue {
-    commands: VecDeque<Command>,
-    /// Set by the loop's shutdown: from then on nothing is queued.
-    shut_down: bool,
-}
-
-/// The part of a loop that other threads share.
-pub(crate) struct Shared {
-    queue: Mutex<Queue>,
-    waker: mio::Waker,
-    /// Each connection's state, published by the loop when it changes.
-    states: Mutex<Vec<Option<ConnState>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a push, a pop or a swap: a panic cannot leave it half
-    // done, so a poisoned lock is still consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    pub(crate) fn new(waker: mio::Waker) -> Self {
-        Shared {
-            queue: Mutex::new(Queue {
-                commands: VecDeque::new(),
-                shut_down: false,
-            }),
-            waker,
-            states: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Queues a command for the loop; gives it back if the loop has shut down.
-    pub(crate) fn send(&self, command: Command) -> Result<(), Command> {
-        let was_empty = {
-            let mut queue = lock(&self.queue);
-            if queue.shut_down {
-                return Err(command);
-            }
-            queue.commands.push_back(command);
-            queue.commands.len() == 1
-        };
-        if was_empty {
-            // Fails only if the poller is gone, which happens after shutdown drained the queue.
-            if let Err(e) = self.waker.wake() {
-                log::debug!("waking the loop failed: {e}");
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn publish_state(&self, index: usize, state: ConnState) {
-        let mut states = lock(&self.states);
-        if states.len() <= index {
-            states.resize(index + 1, None);
-        }
-        states[index] = Some(state);
-    }
-}
 
 /// Submits calls to an [`EventLoop`](crate::EventLoop) from any thread.
 ///
@@ -258,20 +168,18 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Context {
+    /// A handle through which other threads make calls on this loop.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+
     /// Runs queued commands from other threads: everything queued, up to [`DRAIN_CAP`] a turn.
     /// Their writes leave together at the end of the turn.
     pub(crate) fn drain_commands(&mut self) {
         // Always take the shared queue, even with leftovers from the last turn: a producer
         // wakes the loop only when it finds the queue empty, so commands left in it would
         // never be taken (a lost wake-up).
-        {
-            let mut queue = lock(&self.shared.queue);
-            if self.backlog.is_empty() {
-                std::mem::swap(&mut queue.commands, &mut self.backlog);
-            } else {
-                self.backlog.extend(queue.commands.drain(..));
-            }
-        }
+        self.shared.mailbox.drain_into(&mut self.backlog);
         for _ in 0..DRAIN_CAP {
             let Some(command) = self.backlog.pop_front() else {
                 break;
@@ -348,11 +256,7 @@ impl Context {
 
     /// Refuses further commands and completes every queued call with [`Error::Shutdown`].
     pub(crate) fn shut_down_commands(&mut self) {
-        let queued = {
-            let mut queue = lock(&self.shared.queue);
-            queue.shut_down = true;
-            std::mem::take(&mut queue.commands)
-        };
+        let queued = self.shared.mailbox.shut_down();
         let mut commands = std::mem::take(&mut self.backlog);
         commands.extend(queued);
         for command in commands {

@@ -12,6 +12,7 @@ mod ending;
 pub(crate) mod event_loop;
 pub(crate) mod handle;
 mod io;
+mod mailbox;
 mod reconnect;
 mod send;
 pub(crate) mod state_change;

@@ -13,47 +13,10 @@ use crate::core::event::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
 use crate::core::notification::Notification;
 use crate::core::request::Request;
 use crate::core::response::Response;
+use crate::core::subscription::{SubState, SubscriptionEntry};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::context::{Context, Inbound};
 use crate::error::{DisconnectReason, Error};
-
-/// A subscription's handler.
-pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
-
-/// Where a subscription is in its life.
-enum SubState {
-    /// The subscribe call of this attempt is in flight.
-    Subscribing { attempt: u32, call: CallId },
-    /// Subscribed (under `key`).
-    Active,
-    /// The connection was lost; subscribing again when it opens.
-    Interrupted,
-    /// Its `Ended` event is queued; removed once it is delivered, unless `awaiting`: then
-    /// its subscribe call is still out and the entry stays to unsubscribe on the server when
-    /// the answer comes.
-    Ended { awaiting: bool },
-}
-
-/// A live subscription.
-pub(crate) struct SubscriptionEntry {
-    conn: ConnId,
-    method: Box<str>,
-    params: Box<RawValue>,
-    unsubscribe_method: Box<str>,
-    options: SubscribeOptions,
-    state: SubState,
-    /// The key items carry (the JSON text of the subscribe call's result), once known. It
-    /// stays routed until the `Interrupted` or `Ended` event is dispatched, so that items read
-    /// before the connection went down still reach the handler, in order, before that event.
-    key: Option<Box<str>>,
-    /// The connection ended while the subscribe answer was queued: the `Interrupted`/`Ended`
-    /// event is queued behind it and sets the state when dispatched.
-    ending: bool,
-    /// Attempts made (the first subscribe, then each resubscribe).
-    attempt: u32,
-    /// Taken while it runs.
-    handler: Option<EventHandler>,
-}
 
 impl Context {
     /// Sets the handler of notifications of `method` on `conn` (JSON-RPC 2.0: messages with a

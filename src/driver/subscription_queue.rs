@@ -13,7 +13,6 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use crate::core::event::{SubscribeOptions, SubscriptionEvent, SubscriptionId};
-use crate::driver::handle::{Command, Shared};
 use crate::error::Error;
 
 /// What happens when a [`Subscription`]'s queue is full and another item arrives.
@@ -182,12 +181,19 @@ impl SubQueue {
 /// ```
 pub struct Subscription {
     queue: Arc<SubQueue>,
-    shared: Arc<Shared>,
+    loop_sink: Arc<dyn UnsubscribeSink>,
+}
+
+/// Where a [`Subscription`] sends its unsubscribe (the loop's command queue): this file knows
+/// the loop only through it.
+pub(crate) trait UnsubscribeSink: Send + Sync {
+    /// Asks the loop to end the subscription whose events `queue` receives.
+    fn unsubscribe(&self, queue: Arc<SubQueue>);
 }
 
 impl Subscription {
-    pub(crate) fn new(queue: Arc<SubQueue>, shared: Arc<Shared>) -> Self {
-        Subscription { queue, shared }
+    pub(crate) fn new(queue: Arc<SubQueue>, loop_sink: Arc<dyn UnsubscribeSink>) -> Self {
+        Subscription { queue, loop_sink }
     }
 
     /// Blocks until the next event; `None` once the subscription is over (its `Ended` event
@@ -250,7 +256,7 @@ impl Subscription {
     /// Asks the loop to unsubscribe; the queue then ends with `Ended(Error::Cancelled)`.
     pub fn unsubscribe(&self) {
         if !lock(&self.queue.inner).ended {
-            let _ = self.shared.send(Command::Unsubscribe(self.queue.clone()));
+            self.loop_sink.unsubscribe(self.queue.clone());
         }
     }
 }
@@ -347,11 +353,13 @@ mod tests {
 
     #[test]
     fn next_timeout_takes_any_duration() {
-        let poll = mio::Poll::new().unwrap();
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        struct NoLoop;
+        impl UnsubscribeSink for NoLoop {
+            fn unsubscribe(&self, _: Arc<SubQueue>) {}
+        }
         let queue = Arc::new(SubQueue::new(&QueueOptions::default()));
         assert!(queue.push(item(7)));
-        let sub = Subscription::new(queue, Arc::new(Shared::new(waker)));
+        let sub = Subscription::new(queue, Arc::new(NoLoop));
         // `Instant::now() + Duration::MAX` overflows: the wait must not add the two itself.
         match sub.next_timeout(Duration::MAX) {
             Ok(Some(SubscriptionEvent::Item(n))) => assert_eq!(n.item_text(), "7"),
