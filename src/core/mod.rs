@@ -17,6 +17,7 @@ pub(crate) mod correlator;
 pub(crate) mod event;
 pub(crate) mod handshake;
 pub(crate) mod keepalive;
+pub(crate) mod lifecycle;
 pub(crate) mod message;
 pub(crate) mod nesting;
 pub(crate) mod notification;

@@ -22,6 +22,7 @@ use crate::core::backoff::Backoff;
 use crate::core::event::ConnState;
 use crate::core::handshake::OpeningHandshake;
 use crate::core::keepalive::Keepalive;
+use crate::core::lifecycle::Lifecycle;
 use crate::core::message::Message;
 use crate::core::outbox::Outbox;
 use crate::core::wheel::TimerKey;
@@ -94,6 +95,8 @@ pub(crate) struct Connection<H> {
     pub(crate) ended: Option<Ended>,
     pub(crate) config: ConnectionConfig,
     pub(crate) stats: ConnStats,
+    /// The state changes told so far, checked against their grammar.
+    pub(crate) lifecycle: Lifecycle,
     pub(crate) handlers: H,
     /// Unmatched messages queued for `handler` and not yet delivered: a connection released
     /// meanwhile keeps its handler until they are (a server may send a message, its close
@@ -150,6 +153,7 @@ impl<H: Default> Connection<H> {
             ended: None,
             config,
             stats: ConnStats::default(),
+            lifecycle: Lifecycle::default(),
             handlers: H::default(),
             undelivered: 0,
             violation: None,

@@ -42,7 +42,14 @@ impl Context {
     /// Records a state change of connection `index`: logged once, published to handles, and
     /// queued for its state handler.
     pub(crate) fn change_state(&mut self, index: usize, change: StateChange) {
-        let addr = self.conns[index].addr;
+        let c = &mut self.conns[index];
+        if let Err(illegal) = c.lifecycle.handle_change(&change) {
+            // A bug in this crate, never the peer's doing: loud in tests, ignored in release.
+            debug_assert!(false, "connection {index}: {illegal}");
+            log::error!("connection {index}: {illegal}; the change is not told");
+            return;
+        }
+        let addr = c.addr;
         match &change {
             StateChange::Connecting => log::info!("connection {index}: connecting to {addr}"),
             StateChange::Open => log::info!("connection {index}: open to {addr}"),
