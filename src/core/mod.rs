@@ -25,6 +25,7 @@ pub(crate) mod outbox;
 pub(crate) mod pending;
 pub(crate) mod request;
 pub(crate) mod response;
+pub(crate) mod session;
 pub(crate) mod subscription;
 pub(crate) mod tick;
 pub(crate) mod unmatched;

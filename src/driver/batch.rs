@@ -76,10 +76,10 @@ impl Context {
         }
         let index = conn.index();
         let c = self.conns.get(index).ok_or(Error::UnknownConnection)?;
-        if let Some(ended) = &c.ended {
+        if let Some(ended) = &c.session.ended {
             return Err(ended.to_error());
         }
-        if c.in_flight + payloads.len() > c.config.max_in_flight
+        if c.session.in_flight + payloads.len() > c.config.max_in_flight
             || !self.calls.has_room_for(payloads.len())
         {
             return Err(Error::Busy);
@@ -134,6 +134,7 @@ impl Context {
             let size = frame.len();
             let calls = &self.calls;
             if !c
+                .session
                 .outbox
                 .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
             {
@@ -144,8 +145,8 @@ impl Context {
                 ids: ids.as_slice().into(),
                 frame,
             };
-            c.outbox.push(batch, size);
-            c.in_flight += ids.len();
+            c.session.outbox.push(batch, size);
+            c.session.in_flight += ids.len();
             return Ok(ids);
         }
         let Socket::Open(ws) = &mut c.socket else {
@@ -162,8 +163,8 @@ impl Context {
         for &id in &ids {
             self.calls.handle_written(id);
         }
-        c.in_flight += ids.len();
-        c.stats.requests_sent += ids.len() as u64;
+        c.session.in_flight += ids.len();
+        c.session.stats.requests_sent += ids.len() as u64;
         match failure {
             Some(reason) => self.fail(index, reason),
             None => self.wrote(index),
@@ -176,7 +177,7 @@ impl Context {
         self.calls
             .conn_of(call)
             .and_then(|conn| self.conns.get(conn.index()))
-            .and_then(|c| c.outbox.batch_of(call))
+            .and_then(|c| c.session.outbox.batch_of(call))
             .map_or_else(Vec::new, <[CallId]>::to_vec)
     }
 

@@ -33,7 +33,8 @@ impl Context {
     /// The keepalive deadline fired: ping, or give the peer up for dead.
     fn keepalive_due(&mut self, index: usize, now: u64) {
         let c = &mut self.conns[index];
-        let (Some(keepalive), Socket::Open(ws), None) = (&mut c.keepalive, &mut c.socket, &c.ended)
+        let (Some(keepalive), Socket::Open(ws), None) =
+            (&mut c.session.keepalive, &mut c.socket, &c.session.ended)
         else {
             return;
         };
@@ -48,7 +49,7 @@ impl Context {
             KeepaliveAction::Dead => return self.fail(index, DisconnectReason::KeepaliveTimeout),
         }
         let c = &mut self.conns[index];
-        if let Some(keepalive) = &c.keepalive {
+        if let Some(keepalive) = &c.session.keepalive {
             let at = keepalive.next_deadline();
             c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
         }

@@ -18,49 +18,13 @@ use tungstenite::WebSocket;
 use tungstenite::handshake::client::Request;
 
 use crate::config::ConnectionConfig;
-use crate::core::backoff::Backoff;
 use crate::core::event::ConnState;
 use crate::core::handshake::OpeningHandshake;
-use crate::core::keepalive::Keepalive;
-use crate::core::lifecycle::Lifecycle;
 use crate::core::message::Message;
-use crate::core::outbox::Outbox;
+use crate::core::session::{Ended, Session};
 use crate::core::wheel::TimerKey;
 use crate::driver::stream::Stream;
 use crate::driver::tls::TlsTarget;
-use crate::error::{DisconnectReason, Error};
-use crate::stats::ConnStats;
-
-/// How a connection ended, once it has: decides what its calls fail with.
-#[derive(Debug, Clone)]
-pub(crate) enum Ended {
-    Closed,
-    Disconnected(DisconnectReason),
-}
-
-impl Ended {
-    /// What a call that was never written fails with (also what a submit after the end gets).
-    pub(crate) fn to_error(&self) -> Error {
-        match self {
-            Ended::Closed => Error::Closed,
-            Ended::Disconnected(DisconnectReason::Handshake(why)) => {
-                Error::Handshake(why.to_string())
-            }
-            Ended::Disconnected(reason) => Error::NotSent(reason.clone()),
-        }
-    }
-}
-
-/// What a connection needs to come back after a loss: where to, with what, and when.
-pub(crate) struct Reconnect {
-    /// The handshake request, cloned for each attempt.
-    pub(crate) request: Request,
-    pub(crate) backoff: Backoff,
-    /// The tick the current connection opened at, while it is open.
-    pub(crate) opened_at: Option<u64>,
-    /// It opened at least once: the next open is a reconnect.
-    pub(crate) opened_before: bool,
-}
 
 /// The socket, in whichever wrapper its stage needs.
 pub(crate) enum Socket {
@@ -90,13 +54,9 @@ impl fmt::Debug for Socket {
 /// file neither names nor runs.
 pub(crate) struct Connection<H> {
     pub(crate) socket: Socket,
-    /// Set once the connection stops taking calls (closed by us, or lost); the socket may still
-    /// be finishing a close handshake.
-    pub(crate) ended: Option<Ended>,
+    /// Its protocol state, which the core decides on.
+    pub(crate) session: Session<Message>,
     pub(crate) config: ConnectionConfig,
-    pub(crate) stats: ConnStats,
-    /// The state changes told so far, checked against their grammar.
-    pub(crate) lifecycle: Lifecycle,
     pub(crate) handlers: H,
     /// Unmatched messages queued for `handler` and not yet delivered: a connection released
     /// meanwhile keeps its handler until they are (a server may send a message, its close
@@ -111,18 +71,11 @@ pub(crate) struct Connection<H> {
     pub(crate) addr: SocketAddr,
     /// `wss://`: what each connect attempt's TLS session is made from.
     pub(crate) tls: Option<Box<TlsTarget>>,
-    /// Calls and messages submitted while the connection cannot write, in submit order (see
-    /// [`Outbox`]).
-    pub(crate) outbox: Outbox<Message>,
-    /// Calls pending on this connection, counted until their completion is dispatched.
-    pub(crate) in_flight: usize,
     /// The connect, close or reconnect deadline.
     pub(crate) timer: Option<TimerKey>,
-    /// The ping schedule, while open with a `ping_interval`.
-    pub(crate) keepalive: Option<Keepalive>,
     pub(crate) keepalive_timer: Option<TimerKey>,
-    /// With a reconnect policy: how to come back.
-    pub(crate) reconnect: Option<Box<Reconnect>>,
+    /// With a reconnect policy: the handshake request, cloned for each attempt.
+    pub(crate) retry_request: Option<Box<Request>>,
     /// WRITABLE is in the registered interest.
     pub(crate) wants_write: bool,
     /// Listed in the loop's to-flush list.
@@ -140,32 +93,23 @@ impl<H: Default> Connection<H> {
         config: ConnectionConfig,
         seed: u64,
     ) -> Self {
-        let reconnect = config.reconnect.map(|policy| {
-            Box::new(Reconnect {
-                request: request.clone(),
-                backoff: Backoff::new(policy, seed),
-                opened_at: None,
-                opened_before: false,
-            })
-        });
+        let retry_request = config
+            .reconnect
+            .is_some()
+            .then(|| Box::new(request.clone()));
         Connection {
             socket: Socket::Connecting(stream, Box::new(request)),
-            ended: None,
+            session: Session::new(config.reconnect, seed),
             config,
-            stats: ConnStats::default(),
-            lifecycle: Lifecycle::default(),
             handlers: H::default(),
             undelivered: 0,
             violation: None,
             subscription_keys: HashMap::new(),
             addr,
             tls: tls.map(Box::new),
-            outbox: Outbox::default(),
-            in_flight: 0,
             timer: None,
-            keepalive: None,
             keepalive_timer: None,
-            reconnect,
+            retry_request,
             wants_write: true,
             dirty: false,
             read_again: false,
@@ -175,7 +119,7 @@ impl<H: Default> Connection<H> {
 
 impl<H> Connection<H> {
     pub(crate) fn state(&self) -> ConnState {
-        match (&self.ended, &self.socket) {
+        match (&self.session.ended, &self.socket) {
             (None, Socket::Open(_)) => ConnState::Open,
             (None, Socket::Gone) => ConnState::Reconnecting,
             (None, _) => ConnState::Connecting,
@@ -190,21 +134,22 @@ impl<H> Connection<H> {
     /// loop's to drop: see `Context::release`.)
     pub(crate) fn release(&mut self) {
         self.socket = Socket::Gone;
-        self.keepalive = None;
-        self.clear_queue();
+        self.session.release();
         self.violation = None;
-        self.reconnect = None;
+        self.retry_request = None;
         self.tls = None;
     }
 
     /// Ended, with its socket dropped: only its handlers' last deliveries remain.
     pub(crate) fn released(&self) -> bool {
-        self.ended.is_some() && matches!(self.socket, Socket::Gone)
+        self.session.ended.is_some() && matches!(self.socket, Socket::Gone)
     }
 
     /// Whether a new call may be written at once (open, nothing queued ahead of it).
     pub(crate) fn writes_now(&self) -> bool {
-        self.ended.is_none() && self.outbox.is_empty() && matches!(self.socket, Socket::Open(_))
+        self.session.ended.is_none()
+            && self.session.outbox.is_empty()
+            && matches!(self.socket, Socket::Open(_))
     }
 
     pub(crate) fn stream_mut(&mut self) -> Option<&mut TcpStream> {
@@ -240,7 +185,7 @@ impl<H> Connection<H> {
     /// Forgets everything queued: calls (still pending, to be failed by the caller) and
     /// messages (dropped unsent).
     pub(crate) fn clear_queue(&mut self) {
-        let messages = self.outbox.clear();
+        let messages = self.session.outbox.clear();
         if messages > 0 {
             log::debug!("{messages} queued messages dropped unsent: the connection ended");
         }

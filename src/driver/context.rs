@@ -32,13 +32,14 @@ use crate::core::event::{ConnState, SubscribeOptions, SubscriptionEvent};
 use crate::core::notification::Notification;
 use crate::core::outbox::Unsent;
 use crate::core::response::Response;
+use crate::core::session::Ended;
 use crate::core::subscription::SubscriptionEntry;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
 use crate::driver::call_slot::{CancelSink, Slot};
-use crate::driver::connection::{Connection, Ended, Socket, write_message};
+use crate::driver::connection::{Connection, Socket, write_message};
 use crate::driver::mailbox::{Mailbox, lock};
 use crate::driver::subscription_queue::{SubQueue, UnsubscribeSink};
 use crate::driver::tls;
@@ -427,10 +428,10 @@ impl Context {
         let Some(c) = self.conns.get(index) else {
             return Err((Error::UnknownConnection, callback));
         };
-        if let Some(ended) = &c.ended {
+        if let Some(ended) = &c.session.ended {
             return Err((ended.to_error(), callback));
         }
-        if c.in_flight >= c.config.max_in_flight || !self.calls.has_room() {
+        if c.session.in_flight >= c.config.max_in_flight || !self.calls.has_room() {
             return Err((Error::Busy, callback));
         }
         let id = self.calls.next_id();
@@ -456,6 +457,7 @@ impl Context {
             let size = self.frame.len();
             let calls = &self.calls;
             if !c
+                .session
                 .outbox
                 .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
             {
@@ -465,11 +467,12 @@ impl Context {
             debug_assert_eq!(submitted, id);
             // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
             let frame = std::mem::take(&mut self.frame);
-            c.outbox.push(Unsent::Call { id, frame }, size);
-            c.in_flight += 1;
+            c.session.outbox.push(Unsent::Call { id, frame }, size);
+            c.session.in_flight += 1;
             let calls = &self.calls;
-            c.outbox
-                .compact_if_sparse(c.in_flight, |id| calls.is_queued(id));
+            c.session
+                .outbox
+                .compact_if_sparse(c.session.in_flight, |id| calls.is_queued(id));
             return Ok(id);
         }
         let Socket::Open(ws) = &mut c.socket else {
@@ -495,8 +498,8 @@ impl Context {
         };
         let submitted = self.calls.handle_submit(conn, deadline, true, callback);
         debug_assert_eq!(submitted, id);
-        c.in_flight += 1;
-        c.stats.requests_sent += 1;
+        c.session.in_flight += 1;
+        c.session.stats.requests_sent += 1;
         match failure {
             // The call is registered, so the connection's failure completes it like the others.
             Some(reason) => self.fail(index, reason),
@@ -536,10 +539,10 @@ impl Context {
         self.now();
         let index = conn.index();
         let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
-        if c.ended.is_some() {
+        if c.session.ended.is_some() {
             return Ok(());
         }
-        c.ended = Some(Ended::Closed);
+        c.session.ended = Some(Ended::Closed);
         c.clear_queue();
         self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
         self.end_subscriptions(index, None, || Error::Closed);
@@ -601,7 +604,7 @@ impl Context {
 
     /// The connection's counters; `None` if it is not a connection of this loop.
     pub fn stats(&self, conn: ConnId) -> Option<ConnStats> {
-        self.conns.get(conn.index()).map(|c| c.stats)
+        self.conns.get(conn.index()).map(|c| c.session.stats)
     }
 
     /// How many calls have not had their callback run yet.
@@ -729,9 +732,9 @@ impl Context {
                 ran += usize::from(handled);
             } else if let Some(done) = self.calls.poll_completion() {
                 if let Some(c) = self.conns.get_mut(done.conn.index()) {
-                    c.in_flight -= 1;
+                    c.session.in_flight -= 1;
                     if matches!(done.result, Err(Error::Timeout)) {
-                        c.stats.timeouts += 1;
+                        c.session.stats.timeouts += 1;
                     }
                 }
                 log::trace!("call {} completed", done.id);

@@ -8,7 +8,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::core::conn_id::ConnId;
 use crate::core::event::StateChange;
-use crate::driver::connection::{Ended, Socket};
+use crate::core::session::Ended;
+use crate::driver::connection::Socket;
 use crate::driver::context::Context;
 use crate::error::{DisconnectReason, Error};
 
@@ -19,10 +20,10 @@ impl Context {
     /// RFC 6455 §7.1.1 allows once both close frames have been sent.
     pub(crate) fn on_peer_close(&mut self, index: usize, reason: DisconnectReason) {
         let c = &mut self.conns[index];
-        if c.ended.is_some() {
+        if c.session.ended.is_some() {
             return; // the answer to our own close
         }
-        if c.reconnect.is_some() {
+        if c.session.reconnects() {
             if let Socket::Open(ws) = &mut c.socket {
                 let _ = ws.flush();
             }
@@ -30,7 +31,7 @@ impl Context {
         }
         self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
-        c.keepalive = None;
+        c.session.keepalive = None;
         c.clear_queue();
         let ended = Ended::Disconnected(reason.clone());
         self.calls.handle_disconnect(ConnId::new(index), |written| {
@@ -40,7 +41,7 @@ impl Context {
                 ended.to_error()
             })
         });
-        c.ended = Some(ended);
+        c.session.ended = Some(ended);
         self.arm_close_timer(index);
         self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
         self.change_state(index, StateChange::Disconnected(reason));
@@ -53,7 +54,7 @@ impl Context {
     /// connection reads nothing more meanwhile, and fails after the last delivery.
     pub(crate) fn on_violation(&mut self, index: usize, e: tungstenite::Error) {
         let c = &mut self.conns[index];
-        if c.undelivered > 0 && c.ended.is_none() {
+        if c.undelivered > 0 && c.session.ended.is_none() {
             c.violation = Some(Box::new(e));
             return;
         }
@@ -67,7 +68,7 @@ impl Context {
         let Some(e) = c.violation.take() else {
             return;
         };
-        if c.ended.is_none() && matches!(c.socket, Socket::Open(_)) {
+        if c.session.ended.is_none() && matches!(c.socket, Socket::Open(_)) {
             self.fail_on_violation(index, &e);
         }
     }
@@ -99,7 +100,7 @@ impl Context {
 
     /// The WebSocket ended cleanly (close handshake done): drop the socket.
     pub(crate) fn finish(&mut self, index: usize) {
-        if self.conns[index].ended.is_none() {
+        if self.conns[index].session.ended.is_none() {
             return self.fail(index, DisconnectReason::Reset);
         }
         self.cancel_conn_timers(index);
@@ -116,9 +117,9 @@ impl Context {
         self.cancel_conn_timers(index);
         let c = &mut self.conns[index];
         c.socket = Socket::Gone;
-        c.keepalive = None;
+        c.session.keepalive = None;
         c.violation = None;
-        if c.ended.is_some() {
+        if c.session.ended.is_some() {
             // Ended before (a close handshake was under way): only the socket was left.
             self.release(index);
             return self.publish_state(index);
@@ -141,7 +142,7 @@ impl Context {
         let c = &mut self.conns[index];
         self.calls
             .handle_disconnect(ConnId::new(index), |_| Some(ended.to_error()));
-        c.ended = Some(ended);
+        c.session.ended = Some(ended);
         self.release(index);
         self.change_state(index, StateChange::Closed);
     }
@@ -154,8 +155,8 @@ impl Context {
             .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
         self.end_subscriptions(index, None, || Error::Shutdown);
         let c = &mut self.conns[index];
-        if c.ended.is_none() {
-            c.ended = Some(Ended::Closed);
+        if c.session.ended.is_none() {
+            c.session.ended = Some(Ended::Closed);
             self.change_state(index, StateChange::Closed);
         } else {
             self.publish_state(index);

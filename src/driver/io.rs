@@ -21,7 +21,6 @@ use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
 use crate::core::event::StateChange;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
-use crate::core::keepalive::Keepalive;
 use crate::core::outbox::Unsent;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
@@ -190,30 +189,24 @@ impl Context {
             self.conn_timers.cancel(timer);
         }
         c.socket = Socket::Open(Box::new(ws));
-        if let Some(r) = &mut c.reconnect {
-            if r.opened_before {
-                c.stats.reconnects += 1;
-            }
-            r.opened_before = true;
-            r.opened_at = Some(now);
-        }
-        if let Some(interval) = c.config.ping_interval {
-            let keepalive = Keepalive::new(millis(interval), millis(c.config.pong_timeout), now);
-            let at = keepalive.next_deadline();
-            c.keepalive = Some(keepalive);
+        let ping = c
+            .config
+            .ping_interval
+            .map(|interval| (millis(interval), millis(c.config.pong_timeout)));
+        if let Some(at) = c.session.handle_open(now, ping) {
             c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
         }
         self.change_state(index, StateChange::Open);
         let c = &mut self.conns[index];
         log::debug!(
             "connection {index}: {} queued calls and messages",
-            c.outbox.len()
+            c.session.outbox.len()
         );
         let Socket::Open(ws) = &mut c.socket else {
             unreachable!()
         };
         let mut failure = None;
-        while let Some(unsent) = c.outbox.pop() {
+        while let Some(unsent) = c.session.outbox.pop() {
             // The calls a frame carries are written as it is handed over, all of a batch
             // together: from here on they fail with `Disconnected` if the connection drops.
             let (message, calls) = match unsent {
@@ -238,8 +231,8 @@ impl Context {
             };
             let is_call = !calls.is_empty();
             match write_message(ws, message) {
-                Ok(()) if is_call => c.stats.requests_sent += calls.len() as u64,
-                Ok(()) => c.stats.messages_sent += 1,
+                Ok(()) if is_call => c.session.stats.requests_sent += calls.len() as u64,
+                Ok(()) => c.session.stats.messages_sent += 1,
                 Err(tungstenite::Error::WriteBufferFull(_)) if is_call => {
                     for id in calls {
                         self.calls.handle_failure(id, Error::Busy);
@@ -251,7 +244,7 @@ impl Context {
                 Err(e) => {
                     // Handed over, so counted as sent (as a call written on an open
                     // connection is): they fail with `Disconnected`, whatever got out.
-                    c.stats.requests_sent += calls.len() as u64;
+                    c.session.stats.requests_sent += calls.len() as u64;
                     failure = Some(DisconnectReason::from_ws(&e));
                     break;
                 }
@@ -284,18 +277,18 @@ impl Context {
                 }
                 Err(e) => return self.on_violation(index, e),
             };
-            if let Some(keepalive) = &mut c.keepalive {
+            if let Some(keepalive) = &mut c.session.keepalive {
                 keepalive.handle_received();
             }
             let unmatched = match message {
                 Message::Text(text) => {
-                    c.stats.messages_received += 1;
+                    c.session.stats.messages_received += 1;
                     // Release tungstenite's read buffer at once (see `FrameArena`).
                     let text = match text {
                         small if small.len() <= COPY_LIMIT => self.arena.copy(&small),
                         large => large,
                     };
-                    let stats = &mut c.stats;
+                    let stats = &mut c.session.stats;
                     let mut stray = |reason| stats.count_unmatched(reason);
                     match self.calls.handle_frame(
                         conn,
@@ -305,7 +298,7 @@ impl Context {
                         &mut stray,
                     ) {
                         Routed::Answered(calls) => {
-                            c.stats.answers += calls;
+                            c.session.stats.answers += calls;
                             continue;
                         }
                         Routed::Unmatched(reason, text) => Unmatched::text(conn, reason, text),
@@ -319,7 +312,7 @@ impl Context {
                     }
                 }
                 Message::Binary(data) => {
-                    c.stats.messages_received += 1;
+                    c.session.stats.messages_received += 1;
                     Unmatched::binary(conn, data)
                 }
                 Message::Close(frame) => {
@@ -345,7 +338,7 @@ impl Context {
 
     pub(crate) fn on_unmatched(&mut self, index: usize, message: Unmatched) {
         let c = &mut self.conns[index];
-        c.stats.count_unmatched(message.reason());
+        c.session.stats.count_unmatched(message.reason());
         if c.handlers.message.is_some() {
             c.undelivered += 1;
             self.inbound.push_back(Inbound::Unmatched(message));

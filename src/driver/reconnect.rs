@@ -15,18 +15,11 @@ impl Context {
     pub(crate) fn schedule_reconnect(&mut self, index: usize) -> bool {
         let now = self.now_tick();
         let c = &mut self.conns[index];
-        let Some(r) = &mut c.reconnect else {
-            return false;
-        };
-        if let Some(opened_at) = r.opened_at.take() {
-            let stable =
-                u128::from(now.saturating_sub(opened_at)) >= r.backoff.reset_after().as_millis();
-            if stable {
-                r.backoff.reset();
+        let had_policy = c.session.reconnects();
+        let Some((attempt, delay)) = c.session.handle_loss(now) else {
+            if had_policy {
+                log::warn!("connection {index}: out of reconnect attempts, giving up");
             }
-        }
-        let Some((attempt, delay)) = r.backoff.next_attempt() else {
-            log::warn!("connection {index}: out of reconnect attempts, giving up");
             return false;
         };
         self.arm_conn_timer(index, ConnTimer::Reconnect, delay);
@@ -37,10 +30,10 @@ impl Context {
     /// The backoff delay is over: connect again.
     pub(crate) fn reconnect(&mut self, index: usize) {
         let c = &mut self.conns[index];
-        let (Some(r), None) = (&c.reconnect, &c.ended) else {
+        let (Some(request), None) = (&c.retry_request, &c.session.ended) else {
             return;
         };
-        let request = Box::new(r.request.clone());
+        let request = request.clone();
         let mut stream = match TcpStream::connect(c.addr) {
             Ok(stream) => stream,
             Err(e) => return self.fail(index, DisconnectReason::connect_failed(&e)),

@@ -61,7 +61,7 @@ impl Context {
         let message = message.into();
         let index = conn.index();
         let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
-        if let Some(ended) = &c.ended {
+        if let Some(ended) = &c.session.ended {
             return Err(ended.to_error());
         }
         let size = message.len();
@@ -72,12 +72,13 @@ impl Context {
         if !c.writes_now() {
             let calls = &self.calls;
             if !c
+                .session
                 .outbox
                 .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
             {
                 return Err(Error::Busy);
             }
-            c.outbox.push(Unsent::Message(message), size);
+            c.session.outbox.push(Unsent::Message(message), size);
             return Ok(());
         }
         let Socket::Open(ws) = &mut c.socket else {
@@ -85,7 +86,7 @@ impl Context {
         };
         match write_message(ws, message.into_ws()) {
             Ok(()) => {
-                c.stats.messages_sent += 1;
+                c.session.stats.messages_sent += 1;
                 self.wrote(index);
                 Ok(())
             }

@@ -43,7 +43,7 @@ impl Context {
     /// queued for its state handler.
     pub(crate) fn change_state(&mut self, index: usize, change: StateChange) {
         let c = &mut self.conns[index];
-        if let Err(illegal) = c.lifecycle.handle_change(&change) {
+        if let Err(illegal) = c.session.lifecycle.handle_change(&change) {
             // A bug in this crate, never the peer's doing: loud in tests, ignored in release.
             debug_assert!(false, "connection {index}: {illegal}");
             log::error!("connection {index}: {illegal}; the change is not told");

@@ -325,14 +325,14 @@ impl Context {
             .subscription_key()
             .and_then(|key| c.subscription_keys.get(key).copied());
         if let Some(id) = sub {
-            c.stats.notifications += 1;
+            c.session.stats.notifications += 1;
             return self.run_subscription_handler(id, SubscriptionEvent::Item(notification));
         }
         let method = notification.method();
         if let Some(slot) = c.handlers.notifications.get_mut(&*method) {
             if let Some(mut handler) = slot.take() {
                 let method: Box<str> = method.into();
-                c.stats.notifications += 1;
+                c.session.stats.notifications += 1;
                 handler(self, notification);
                 if let Some(slot) = self.conns[index].handlers.notifications.get_mut(&method) {
                     slot.get_or_insert(handler);
@@ -342,11 +342,11 @@ impl Context {
         }
         if notification.subscription_key().is_some() {
             // A late item (after unsubscribe) or a key we never subscribed to.
-            c.stats.unknown_subscription += 1;
+            c.session.stats.unknown_subscription += 1;
         }
         // A push: to the message handler now, in arrival order (not queued behind what was
         // read after it).
-        c.stats.count_unmatched(UnmatchedReason::NoId);
+        c.session.stats.count_unmatched(UnmatchedReason::NoId);
         if c.handlers.message.is_none() {
             log::debug!("connection {index}: unhandled notification {method}");
             return false;
