@@ -40,6 +40,38 @@ impl Ended {
     }
 }
 
+/// How a connection's pending calls are ended, for [`CallsEnd::fate`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CallsEnd<'a> {
+    /// Lost, and coming back under a reconnect policy: what was written fails, what was not
+    /// waits for the next connection.
+    Interrupted(&'a DisconnectReason),
+    /// Over for good, this way.
+    Over(&'a Ended),
+    /// The loop shuts down.
+    Shutdown,
+}
+
+impl CallsEnd<'_> {
+    /// What a pending call fails with, `written` or not; `None`: it stays pending, waiting.
+    ///
+    /// A written call's request may have reached the server, which may have acted on it:
+    /// it fails with [`Error::Disconnected`] (outcome unknown), never re-sent. An unwritten
+    /// one never left: it fails with [`Ended::to_error`] (`NotSent`, `Closed`, `Handshake`),
+    /// unless the connection comes back for it.
+    pub(crate) fn fate(self, written: bool) -> Option<Error> {
+        match (self, written) {
+            (CallsEnd::Shutdown, _) => Some(Error::Shutdown),
+            (CallsEnd::Interrupted(reason), true)
+            | (CallsEnd::Over(Ended::Disconnected(reason)), true) => {
+                Some(Error::Disconnected(reason.clone()))
+            }
+            (CallsEnd::Interrupted(_), false) => None,
+            (CallsEnd::Over(ended), _) => Some(ended.to_error()),
+        }
+    }
+}
+
 /// The reconnect policy's state: its delays, and whether the connection was up long enough
 /// to start them over.
 #[derive(Debug)]
@@ -218,6 +250,35 @@ mod tests {
         s.release();
         assert!(s.outbox.is_empty());
         assert_eq!(s.handle_loss(0), None);
+    }
+
+    #[test]
+    fn the_fate_of_a_call_depends_on_how_its_connection_ended_and_whether_it_left() {
+        let reset = DisconnectReason::Reset;
+        let lost = Ended::Disconnected(reset.clone());
+        let show = |end: CallsEnd<'_>| {
+            [true, false].map(|written| end.fate(written).map(|e| format!("{e:?}")))
+        };
+        assert_eq!(
+            show(CallsEnd::Interrupted(&reset)),
+            [Some("Disconnected(Reset)".into()), None],
+            "unwritten calls wait for the next connection"
+        );
+        assert_eq!(
+            show(CallsEnd::Over(&lost)),
+            [
+                Some("Disconnected(Reset)".into()),
+                Some("NotSent(Reset)".into())
+            ]
+        );
+        assert_eq!(
+            show(CallsEnd::Over(&Ended::Closed)),
+            [Some("Closed".into()), Some("Closed".into())]
+        );
+        assert_eq!(
+            show(CallsEnd::Shutdown),
+            [Some("Shutdown".into()), Some("Shutdown".into())]
+        );
     }
 
     #[test]

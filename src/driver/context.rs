@@ -32,7 +32,7 @@ use crate::core::event::{ConnState, SubscribeOptions, SubscriptionEvent};
 use crate::core::notification::Notification;
 use crate::core::outbox::Unsent;
 use crate::core::response::Response;
-use crate::core::session::Ended;
+use crate::core::session::{CallsEnd, Ended};
 use crate::core::subscription::SubscriptionEntry;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
@@ -544,7 +544,9 @@ impl Context {
         }
         c.session.ended = Some(Ended::Closed);
         c.clear_queue();
-        self.calls.handle_disconnect(conn, |_| Some(Error::Closed));
+        let end = CallsEnd::Over(&Ended::Closed);
+        self.calls
+            .handle_disconnect(conn, |written| end.fate(written));
         self.end_subscriptions(index, None, || Error::Closed);
         self.cancel_conn_timers(index);
         self.close_socket(index);

@@ -8,7 +8,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::core::conn_id::ConnId;
 use crate::core::event::StateChange;
-use crate::core::session::Ended;
+use crate::core::session::{CallsEnd, Ended};
 use crate::driver::connection::Socket;
 use crate::driver::context::Context;
 use crate::error::{DisconnectReason, Error};
@@ -34,13 +34,9 @@ impl Context {
         c.session.keepalive = None;
         c.clear_queue();
         let ended = Ended::Disconnected(reason.clone());
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            Some(if written {
-                Error::Disconnected(reason.clone())
-            } else {
-                ended.to_error()
-            })
-        });
+        let end = CallsEnd::Over(&ended);
+        self.calls
+            .handle_disconnect(ConnId::new(index), |written| end.fate(written));
         c.session.ended = Some(ended);
         self.arm_close_timer(index);
         self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
@@ -124,9 +120,9 @@ impl Context {
             self.release(index);
             return self.publish_state(index);
         }
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            written.then(|| Error::Disconnected(reason.clone()))
-        });
+        let end = CallsEnd::Interrupted(&reason);
+        self.calls
+            .handle_disconnect(ConnId::new(index), |written| end.fate(written));
         self.change_state(index, StateChange::Disconnected(reason.clone()));
         let reconnecting = self.schedule_reconnect(index);
         self.end_subscriptions(index, reconnecting.then_some(&reason), || {
@@ -140,8 +136,9 @@ impl Context {
     /// The connection is over for good: what still waits fails, everything is dropped.
     fn end(&mut self, index: usize, ended: Ended) {
         let c = &mut self.conns[index];
-        self.calls
-            .handle_disconnect(ConnId::new(index), |_| Some(ended.to_error()));
+        self.calls.handle_disconnect(ConnId::new(index), |written| {
+            CallsEnd::Over(&ended).fate(written)
+        });
         c.session.ended = Some(ended);
         self.release(index);
         self.change_state(index, StateChange::Closed);
@@ -151,8 +148,9 @@ impl Context {
     pub(crate) fn shut_down_conn(&mut self, index: usize) {
         self.cancel_conn_timers(index);
         self.release(index);
-        self.calls
-            .handle_disconnect(ConnId::new(index), |_| Some(Error::Shutdown));
+        self.calls.handle_disconnect(ConnId::new(index), |written| {
+            CallsEnd::Shutdown.fate(written)
+        });
         self.end_subscriptions(index, None, || Error::Shutdown);
         let c = &mut self.conns[index];
         if c.session.ended.is_none() {
