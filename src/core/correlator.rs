@@ -23,8 +23,9 @@ use super::nesting::nests_deeper_than;
 use super::notification::Notification;
 use super::pending::{PendingCall, PendingCalls, Unknown};
 use super::response::Response;
+use super::session::ConnTimer;
 use super::unmatched::UnmatchedReason;
-use super::wheel::TimerWheel;
+use super::wheel::{TimerKey, TimerWheel};
 use crate::error::Error;
 
 /// What became of an incoming frame ([`Correlator::handle_frame`]).
@@ -46,12 +47,22 @@ pub(crate) struct Completion<T> {
     pub(crate) result: Result<Response, Error>,
 }
 
-/// The pending calls of every connection of a loop, their deadlines and their completions.
+/// What a deadline of the loop's one wheel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// The call in this slab slot times out.
+    Call(usize),
+    /// A connection's deadline: [`Correlator::poll_timeout`] hands it to the driver.
+    Conn(usize, ConnTimer),
+}
+
+/// The pending calls of every connection of a loop, their deadlines and their completions,
+/// and the loop's one timer wheel, which also holds the connections' deadlines.
 #[derive(Debug)]
 pub(crate) struct Correlator<T> {
     pending: PendingCalls<T>,
-    /// Each timer carries the slab key of its call.
-    deadlines: TimerWheel<usize>,
+    /// Every deadline of the loop: calls' and connections'.
+    deadlines: TimerWheel<Due>,
     completions: VecDeque<Completion<T>>,
     /// Reused by `handle_disconnect`, so failing a connection allocates once per loop.
     scratch: Vec<CallId>,
@@ -112,8 +123,9 @@ impl<T> Correlator<T> {
         token: T,
     ) -> CallId {
         let deadlines = &mut self.deadlines;
-        self.pending
-            .insert(conn, written, token, |key| deadlines.insert(deadline, key))
+        self.pending.insert(conn, written, token, |key| {
+            deadlines.insert(deadline, Due::Call(key))
+        })
     }
 
     /// The request of a call that waited unsent is being written. `false` when the call has
@@ -259,11 +271,16 @@ impl<T> Correlator<T> {
         Ok((id, outcome))
     }
 
-    /// Fails every call whose deadline is at or before tick `now` with [`Error::Timeout`];
-    /// returns how many.
-    pub(crate) fn handle_timeout(&mut self, now: u64) -> usize {
-        let mut expired = 0;
-        while let Some(key) = self.deadlines.poll(now) {
+    /// Fires the deadlines due at or before tick `now`, in deadline order: a call fails with
+    /// [`Error::Timeout`] here; a connection's deadline is returned, for the driver to act on
+    /// before anything later fires (acting on it may disarm or arm others). `None` once
+    /// nothing more is due.
+    pub(crate) fn poll_timeout(&mut self, now: u64) -> Option<(usize, ConnTimer)> {
+        while let Some(due) = self.deadlines.poll(now) {
+            let key = match due {
+                Due::Call(key) => key,
+                Due::Conn(index, kind) => return Some((index, kind)),
+            };
             // The timer was removed by `poll`; the key is occupied because a call's timer is
             // always disarmed when the call leaves the table.
             let (id, call) = self.pending.take_key(key);
@@ -273,9 +290,34 @@ impl<T> Correlator<T> {
                 token: call.token,
                 result: Err(Error::Timeout),
             });
-            expired += 1;
         }
-        expired
+        None
+    }
+
+    /// Fires every call deadline due by `now` (there are no connection deadlines in these
+    /// tests); returns how many calls timed out.
+    #[cfg(test)]
+    pub(crate) fn handle_timeout(&mut self, now: u64) -> usize {
+        let before = self.completions.len();
+        let conn_timer = self.poll_timeout(now);
+        debug_assert_eq!(conn_timer, None);
+        self.completions.len() - before
+    }
+
+    /// Arms a deadline of connection `index` at tick `deadline`.
+    pub(crate) fn arm_conn_timer(
+        &mut self,
+        deadline: u64,
+        index: usize,
+        kind: ConnTimer,
+    ) -> TimerKey {
+        self.deadlines.insert(deadline, Due::Conn(index, kind))
+    }
+
+    /// Disarms a connection deadline (a key from [`arm_conn_timer`](Self::arm_conn_timer)).
+    pub(crate) fn disarm_conn_timer(&mut self, key: TimerKey) {
+        let disarmed = self.deadlines.cancel(key);
+        debug_assert!(matches!(disarmed, Some(Due::Conn(..))), "{disarmed:?}");
     }
 
     /// Cancels a pending call ([`Error::Cancelled`]); `false` if it is not pending.
@@ -329,7 +371,7 @@ impl<T> Correlator<T> {
         self.completions.pop_front()
     }
 
-    /// The earliest tick at which a call may time out.
+    /// The earliest tick at which a deadline (a call's or a connection's) may be due.
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.deadlines.next_deadline()
     }
@@ -344,7 +386,10 @@ impl<T> Correlator<T> {
             return;
         };
         let disarmed = self.deadlines.cancel(timer);
-        debug_assert!(disarmed.is_some(), "a pending call's timer is armed");
+        debug_assert!(
+            matches!(disarmed, Some(Due::Call(_))),
+            "a pending call's timer is armed"
+        );
         self.completions.push_back(Completion {
             id,
             conn,
@@ -419,6 +464,30 @@ mod tests {
         assert_eq!(c.handle_timeout(99), 0);
         assert_eq!(c.handle_timeout(100), 1);
         assert_eq!(drain(&mut c), vec![(1, Err(Error::Timeout.to_string()))]);
+    }
+
+    #[test]
+    fn calls_and_connection_deadlines_share_one_wheel_and_fire_in_deadline_order() {
+        let mut c = Correlator::new();
+        c.handle_submit(A, 10, true, 1);
+        c.handle_submit(A, 40, true, 2);
+        c.arm_conn_timer(5, 0, ConnTimer::Connect);
+        let disarmed = c.arm_conn_timer(20, 0, ConnTimer::Keepalive);
+        c.disarm_conn_timer(disarmed);
+        c.arm_conn_timer(30, 7, ConnTimer::Close);
+        assert_eq!(
+            c.next_deadline(),
+            Some(5),
+            "the connection's deadline comes first"
+        );
+        // The connect deadline comes out before the call due at 10 fires.
+        assert_eq!(c.poll_timeout(100), Some((0, ConnTimer::Connect)));
+        assert_eq!(c.completions_len(), 0);
+        assert_eq!(c.poll_timeout(100), Some((7, ConnTimer::Close)));
+        assert_eq!(drain(&mut c), vec![(1, Err(Error::Timeout.to_string()))]);
+        assert_eq!(c.poll_timeout(100), None);
+        assert_eq!(drain(&mut c), vec![(2, Err(Error::Timeout.to_string()))]);
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]

@@ -40,6 +40,19 @@ impl Ended {
     }
 }
 
+/// What a connection deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    /// The TCP connect and the TLS and WebSocket handshakes may take until then.
+    Connect,
+    /// After our close frame, the peer's may take until then.
+    Close,
+    /// The backoff delay before the next attempt ends then.
+    Reconnect,
+    /// The keepalive schedule's next step (a ping, or the pong's deadline).
+    Keepalive,
+}
+
 /// How a connection's pending calls are ended, for [`CallsEnd::fate`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CallsEnd<'a> {

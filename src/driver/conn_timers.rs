@@ -1,17 +1,22 @@
 //! A connection's deadlines: the connect timeout, the close timeout, the reconnect delay and
-//! the keepalive schedule, fired from the loop's connection wheel.
+//! the keepalive schedule, fired from the loop's one wheel (the correlator's) with the calls'.
 
 use tungstenite::Message;
 
 use crate::core::keepalive::KeepaliveAction;
+use crate::core::session::ConnTimer;
 use crate::driver::connection::{Socket, write_message};
-use crate::driver::context::{ConnTimer, Context};
+use crate::driver::context::Context;
 use crate::error::DisconnectReason;
 
 impl Context {
-    /// Fires connection deadlines due at tick `now`.
-    pub(crate) fn handle_conn_timers(&mut self, now: u64) {
-        while let Some((index, kind)) = self.conn_timers.poll(now) {
+    /// Fires the deadlines due at tick `now`, in deadline order, from the loop's one wheel:
+    /// calls time out in the core, and each connection deadline is acted on as it comes out.
+    /// One acted on may arm another that is due already (a reconnect with no delay): it fires
+    /// in the same pass.
+    pub(crate) fn handle_timeouts(&mut self, now: u64) {
+        while let Some((index, kind)) = self.calls.poll_timeout(now) {
+            // Out of the wheel: the connection no longer holds its key.
             let c = &mut self.conns[index];
             match kind {
                 ConnTimer::Keepalive => c.keepalive_timer = None,
@@ -51,7 +56,7 @@ impl Context {
         let c = &mut self.conns[index];
         if let Some(keepalive) = &c.session.keepalive {
             let at = keepalive.next_deadline();
-            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
+            c.keepalive_timer = Some(self.calls.arm_conn_timer(at, index, ConnTimer::Keepalive));
         }
     }
 }

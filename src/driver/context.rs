@@ -32,11 +32,10 @@ use crate::core::event::{ConnState, SubscribeOptions, SubscriptionEvent};
 use crate::core::notification::Notification;
 use crate::core::outbox::Unsent;
 use crate::core::response::Response;
-use crate::core::session::{CallsEnd, Ended};
+use crate::core::session::{CallsEnd, ConnTimer, Ended};
 use crate::core::subscription::SubscriptionEntry;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
-use crate::core::wheel::TimerWheel;
 use crate::driver::WAKER;
 use crate::driver::call_slot::{CancelSink, Slot};
 use crate::driver::connection::{Connection, Socket, write_message};
@@ -158,15 +157,6 @@ impl UnsubscribeSink for Shared {
     }
 }
 
-/// What a connection deadline is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnTimer {
-    Connect,
-    Close,
-    Reconnect,
-    Keepalive,
-}
-
 /// The loop's connections and calls: everything a callback may act on.
 ///
 /// Obtained as `&mut Context` in callbacks and message handlers, and by dereferencing an
@@ -179,7 +169,6 @@ pub struct Context {
     now: Instant,
     pub(crate) conns: Slab<Connection<Handlers>>,
     pub(crate) calls: Correlator<Callback>,
-    pub(crate) conn_timers: TimerWheel<(usize, ConnTimer)>,
     /// Unmatched messages (for connections with a handler) and notifications, dispatched after
     /// the I/O pass, in arrival order.
     pub(crate) inbound: VecDeque<Inbound>,
@@ -218,7 +207,6 @@ impl Context {
             now,
             conns: Slab::new(),
             calls: Correlator::new(),
-            conn_timers: TimerWheel::new(),
             inbound: VecDeque::new(),
             subscriptions: HashMap::new(),
             next_subscription: 0,
@@ -622,12 +610,7 @@ impl Context {
     /// The earliest instant at which a deadline (of a call or a connection) may fire; a host
     /// loop that folds rpcloop into its own should wake by then.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let calls = self.calls.next_deadline();
-        let conns = self.conn_timers.next_deadline();
-        let tick = match (calls, conns) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let tick = self.calls.next_deadline()?;
         // A tick past what `Instant` holds: a year from the loop's now stands for "never".
         let far = || self.now + Duration::from_secs(365 * 24 * 3600);
         Some(self.clock.instant_of(tick).unwrap_or_else(far))
@@ -696,9 +679,9 @@ impl Context {
     /// Arms the connection's connect, close or reconnect deadline, replacing the one armed.
     pub(crate) fn arm_conn_timer(&mut self, index: usize, kind: ConnTimer, after: Duration) {
         let deadline = self.tick_after(after);
-        let key = self.conn_timers.insert(deadline, (index, kind));
+        let key = self.calls.arm_conn_timer(deadline, index, kind);
         if let Some(old) = self.conns[index].timer.replace(key) {
-            self.conn_timers.cancel(old);
+            self.calls.disarm_conn_timer(old);
         }
     }
 
@@ -720,7 +703,7 @@ impl Context {
             .into_iter()
             .flatten()
         {
-            self.conn_timers.cancel(key);
+            self.calls.disarm_conn_timer(key);
         }
     }
 

@@ -96,8 +96,7 @@ impl EventLoop {
             ctx.flush_conn(index);
         }
         let now = ctx.now_tick();
-        ctx.calls.handle_timeout(now);
-        ctx.handle_conn_timers(now);
+        ctx.handle_timeouts(now);
         let ran = ctx.dispatch();
         ctx.flush_dirty();
         Ok(ran)

@@ -22,10 +22,11 @@ use crate::core::correlator::Routed;
 use crate::core::event::StateChange;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
 use crate::core::outbox::Unsent;
+use crate::core::session::ConnTimer;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::conn_timers::millis;
 use crate::driver::connection::{Socket, write_message};
-use crate::driver::context::{ConnTimer, Context, Inbound};
+use crate::driver::context::{Context, Inbound};
 use crate::driver::stream::Stream;
 use crate::error::{DisconnectReason, Error};
 
@@ -186,7 +187,7 @@ impl Context {
         let now = self.now_tick();
         let c = &mut self.conns[index];
         if let Some(timer) = c.timer.take() {
-            self.conn_timers.cancel(timer);
+            self.calls.disarm_conn_timer(timer);
         }
         c.socket = Socket::Open(Box::new(ws));
         let ping = c
@@ -194,7 +195,7 @@ impl Context {
             .ping_interval
             .map(|interval| (millis(interval), millis(c.config.pong_timeout)));
         if let Some(at) = c.session.handle_open(now, ping) {
-            c.keepalive_timer = Some(self.conn_timers.insert(at, (index, ConnTimer::Keepalive)));
+            c.keepalive_timer = Some(self.calls.arm_conn_timer(at, index, ConnTimer::Keepalive));
         }
         self.change_state(index, StateChange::Open);
         let c = &mut self.conns[index];

@@ -5,8 +5,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::core::event::StateChange;
+use crate::core::session::ConnTimer;
 use crate::driver::connection::Socket;
-use crate::driver::context::{ConnTimer, Context};
+use crate::driver::context::Context;
 use crate::error::DisconnectReason;
 
 impl Context {
