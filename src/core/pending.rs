@@ -243,7 +243,7 @@ mod tests {
     use crate::core::wheel::TimerWheel;
 
     fn insert(table: &mut PendingCalls<u32>, wheel: &mut TimerWheel<usize>, token: u32) -> CallId {
-        table.insert(ConnId::new(0), true, token, |key| wheel.insert(100, key))
+        table.insert(ConnId::new(0, 0), true, token, |key| wheel.insert(100, key))
     }
 
     #[test]
@@ -330,12 +330,12 @@ mod tests {
         let mut wheel = TimerWheel::new();
         let mut table = PendingCalls::new();
         let a = insert(&mut table, &mut wheel, 1);
-        let other = table.insert(ConnId::new(1), true, 2, |key| wheel.insert(1, key));
+        let other = table.insert(ConnId::new(1, 0), true, 2, |key| wheel.insert(1, key));
         let mut ids = Vec::new();
-        table.ids_on(ConnId::new(0), &mut ids);
+        table.ids_on(ConnId::new(0, 0), &mut ids);
         assert_eq!(ids, vec![a]);
         ids.clear();
-        table.ids_on(ConnId::new(1), &mut ids);
+        table.ids_on(ConnId::new(1, 0), &mut ids);
         assert_eq!(ids, vec![other]);
     }
 

@@ -75,7 +75,9 @@ impl Context {
             return Err(Error::Shutdown);
         }
         let index = conn.index();
-        let c = self.conns.get(index).ok_or(Error::UnknownConnection)?;
+        let Some(c) = self.live(conn) else {
+            return Err(self.not_live(conn));
+        };
         if let Some(ended) = &c.session.ended {
             return Err(ended.to_error());
         }
@@ -176,7 +178,7 @@ impl Context {
     pub(crate) fn unsent_batch_of(&self, call: CallId) -> Vec<CallId> {
         self.calls
             .conn_of(call)
-            .and_then(|conn| self.conns.get(conn.index()))
+            .and_then(|conn| self.live(conn))
             .and_then(|c| c.session.outbox.batch_of(call))
             .map_or_else(Vec::new, <[CallId]>::to_vec)
     }

@@ -18,6 +18,7 @@ use tungstenite::WebSocket;
 use tungstenite::handshake::client::Request;
 
 use crate::config::ConnectionConfig;
+use crate::core::conn_id::ConnId;
 use crate::core::event::ConnState;
 use crate::core::handshake::OpeningHandshake;
 use crate::core::message::Message;
@@ -53,6 +54,8 @@ impl fmt::Debug for Socket {
 /// A connection of the loop. `H` is what the application set on it (its handlers), which this
 /// file neither names nor runs.
 pub(crate) struct Connection<H> {
+    /// Its id: its slot in the loop's table and that slot's generation.
+    pub(crate) id: ConnId,
     pub(crate) socket: Socket,
     /// Its protocol state, which the core decides on.
     pub(crate) session: Session<Message>,
@@ -86,6 +89,7 @@ pub(crate) struct Connection<H> {
 
 impl<H: Default> Connection<H> {
     pub(crate) fn new(
+        id: ConnId,
         stream: TcpStream,
         request: Request,
         addr: SocketAddr,
@@ -98,6 +102,7 @@ impl<H: Default> Connection<H> {
             .is_some()
             .then(|| Box::new(request.clone()));
         Connection {
+            id,
             socket: Socket::Connecting(stream, Box::new(request)),
             session: Session::new(config.reconnect, seed),
             config,

@@ -56,6 +56,16 @@ pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>
 /// A subscription's handler.
 pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
 
+/// What is kept of a freed connection until its slot holds another: enough for
+/// [`Context::state`] and [`Context::stats`] to say what became of it, and for a late submit
+/// to fail with the reason it ended rather than a bare "unknown".
+pub(crate) struct Gone {
+    id: ConnId,
+    state: ConnState,
+    stats: ConnStats,
+    ended: Ended,
+}
+
 /// What the application set on one connection. Each is taken out while it runs, so that it
 /// may act on the loop (and set handlers) with no borrow held.
 #[derive(Default)]
@@ -119,7 +129,7 @@ pub(crate) struct Shared {
     /// Commands for the loop.
     pub(crate) mailbox: Mailbox<Command>,
     /// Each connection's state, published by the loop when it changes.
-    pub(crate) states: Mutex<Vec<Option<ConnState>>>,
+    pub(crate) states: Mutex<Vec<Option<(ConnId, ConnState)>>>,
 }
 
 impl Shared {
@@ -135,12 +145,15 @@ impl Shared {
         self.mailbox.send(command)
     }
 
-    pub(crate) fn publish_state(&self, index: usize, state: ConnState) {
+    /// Publishes connection `conn`'s state for [`Handle::state`](crate::Handle::state); a
+    /// later connection in the same slot replaces it.
+    pub(crate) fn publish_state(&self, conn: ConnId, state: ConnState) {
         let mut states = lock(&self.states);
+        let index = conn.index();
         if states.len() <= index {
             states.resize(index + 1, None);
         }
-        states[index] = Some(state);
+        states[index] = Some((conn, state));
     }
 }
 
@@ -168,6 +181,12 @@ pub struct Context {
     /// with time between two reads uses it, never the clock.
     now: Instant,
     pub(crate) conns: Slab<Connection<Handlers>>,
+    /// Each slot's generation: how many connections it held and freed.
+    generations: Vec<u32>,
+    /// What is kept of the last connection freed from each slot, until the slot holds another.
+    gone: Vec<Option<Gone>>,
+    /// Connections that told `Closed` and are not freed yet (see [`Self::free_ended`]).
+    pub(crate) ending: Vec<usize>,
     pub(crate) calls: Correlator<Callback>,
     /// Unmatched messages (for connections with a handler) and notifications, dispatched after
     /// the I/O pass, in arrival order.
@@ -206,6 +225,9 @@ impl Context {
             clock: Clock::new(now),
             now,
             conns: Slab::new(),
+            generations: Vec::new(),
+            gone: Vec::new(),
+            ending: Vec::new(),
             calls: Correlator::new(),
             inbound: VecDeque::new(),
             subscriptions: HashMap::new(),
@@ -322,10 +344,19 @@ impl Context {
         )?;
         // Spreads the reconnect delays of clients that lost the same server apart.
         let seed = std::collections::hash_map::RandomState::new().hash_one(index);
-        entry.insert(Connection::new(stream, request, addr, tls, config, seed));
+        if self.generations.len() <= index {
+            self.generations.resize(index + 1, 0);
+            self.gone.resize_with(index + 1, || None);
+        }
+        // The slot holds a new connection: the old one is forgotten.
+        self.gone[index] = None;
+        let id = ConnId::new(index, self.generations[index]);
+        entry.insert(Connection::new(
+            id, stream, request, addr, tls, config, seed,
+        ));
         self.arm_connect_timer(index);
         self.change_state(index, StateChange::Connecting);
-        Ok(ConnId::new(index))
+        Ok(id)
     }
 
     /// Submits a call with the connection's default timeout. See [`submit_with`](Self::submit_with).
@@ -413,8 +444,9 @@ impl Context {
             return Err((Error::Shutdown, callback));
         }
         let index = conn.index();
-        let Some(c) = self.conns.get(index) else {
-            return Err((Error::UnknownConnection, callback));
+        // Not `self.live`: the connection and the encoding buffer are borrowed side by side.
+        let Some(c) = self.conns.get(index).filter(|c| c.id == conn) else {
+            return Err((self.not_live(conn), callback));
         };
         if let Some(ended) = &c.session.ended {
             return Err((ended.to_error(), callback));
@@ -526,7 +558,14 @@ impl Context {
     pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
         self.now();
         let index = conn.index();
-        let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
+        if self.live(conn).is_none() {
+            // Closing an ended connection does nothing, a freed one too.
+            return match self.gone_record(conn) {
+                Some(_) => Ok(()),
+                None => Err(Error::UnknownConnection),
+            };
+        }
+        let c = &mut self.conns[index];
         if c.session.ended.is_some() {
             return Ok(());
         }
@@ -579,27 +618,37 @@ impl Context {
     where
         H: FnMut(&mut Context, Unmatched) + 'static,
     {
-        let c = self
-            .conns
-            .get_mut(conn.index())
-            .ok_or(Error::UnknownConnection)?;
+        let c = self.live_mut(conn).ok_or(Error::UnknownConnection)?;
         c.handlers.message = Some(Box::new(handler));
         Ok(())
     }
 
     /// Where the connection is in its life; `None` if it is not a connection of this loop.
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
-        self.conns.get(conn.index()).map(Connection::state)
+        match self.live(conn) {
+            Some(c) => Some(c.state()),
+            None => self.gone_record(conn).map(|gone| gone.state.clone()),
+        }
     }
 
     /// The connection's counters; `None` if it is not a connection of this loop.
     pub fn stats(&self, conn: ConnId) -> Option<ConnStats> {
-        self.conns.get(conn.index()).map(|c| c.session.stats)
+        match self.live(conn) {
+            Some(c) => Some(c.session.stats),
+            None => self.gone_record(conn).map(|gone| gone.stats),
+        }
     }
 
     /// How many calls have not had their callback run yet.
     pub fn pending_calls(&self) -> usize {
         self.calls.pending_len() + self.calls.completions_len()
+    }
+
+    /// How many connections the loop holds: those open, opening, reconnecting or closing, and
+    /// those ended whose last events are not dispatched yet. A connection that is over is
+    /// freed at the end of the dispatch that told its `Closed`.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     /// Whether any call has not had its callback run yet.
@@ -652,6 +701,32 @@ impl Context {
     pub(crate) fn arm_connect_timer(&mut self, index: usize) {
         let after = self.conns[index].config.connect_timeout;
         self.arm_conn_timer(index, ConnTimer::Connect, after);
+    }
+
+    /// Why an operation on `conn`, which names no connection in the table, fails: how it
+    /// ended while its slot still remembers, else [`Error::UnknownConnection`].
+    pub(crate) fn not_live(&self, conn: ConnId) -> Error {
+        self.gone_record(conn)
+            .map_or(Error::UnknownConnection, |gone| gone.ended.to_error())
+    }
+
+    /// The record of the freed connection `conn`, if its slot holds no other yet.
+    fn gone_record(&self, conn: ConnId) -> Option<&Gone> {
+        self.gone
+            .get(conn.index())
+            .and_then(Option::as_ref)
+            .filter(|gone| gone.id == conn)
+    }
+
+    /// The connection `conn` names, if it is still in the table (an id of a freed connection
+    /// names nothing, even once its slot holds another).
+    pub(crate) fn live(&self, conn: ConnId) -> Option<&Connection<Handlers>> {
+        self.conns.get(conn.index()).filter(|c| c.id == conn)
+    }
+
+    /// The connection `conn` names, if it is still in the table.
+    pub(crate) fn live_mut(&mut self, conn: ConnId) -> Option<&mut Connection<Handlers>> {
+        self.conns.get_mut(conn.index()).filter(|c| c.id == conn)
     }
 
     /// Reads the clock and makes that the loop's now. Each public method that starts
@@ -716,7 +791,7 @@ impl Context {
             if let Some(handled) = self.dispatch_state_change() {
                 ran += usize::from(handled);
             } else if let Some(done) = self.calls.poll_completion() {
-                if let Some(c) = self.conns.get_mut(done.conn.index()) {
+                if let Some(c) = self.live_mut(done.conn) {
                     c.session.in_flight -= 1;
                     if matches!(done.result, Err(Error::Timeout)) {
                         c.session.stats.timeouts += 1;
@@ -731,7 +806,42 @@ impl Context {
                 break;
             }
         }
+        self.free_ended();
         ran
+    }
+
+    /// Frees the connections that are over: they told `Closed`, their socket is gone, and
+    /// nothing of theirs waits to be delivered (messages, completions, subscription events).
+    /// Their slot may then hold a new connection, under the next generation.
+    fn free_ended(&mut self) {
+        let mut i = 0;
+        while i < self.ending.len() {
+            let index = self.ending[i];
+            let c = &self.conns[index];
+            let over = c.released()
+                && c.undelivered == 0
+                && c.session.in_flight == 0
+                && !self.subscriptions.values().any(|s| s.conn == c.id);
+            if !over {
+                i += 1;
+                continue;
+            }
+            self.ending.swap_remove(i);
+            self.cancel_conn_timers(index);
+            let c = self.conns.remove(index);
+            self.gone[index] = Some(Gone {
+                id: c.id,
+                state: c.state(),
+                stats: c.session.stats,
+                ended: c.session.ended.clone().unwrap_or(Ended::Closed),
+            });
+            self.generations[index] = self.generations[index].wrapping_add(1);
+            self.to_flush.retain(|&listed| listed != index);
+            self.to_read.retain(|&listed| listed != index);
+            // Handles see its last state until the slot holds another connection.
+            self.shared.publish_state(c.id, c.state());
+            log::debug!("{}: freed", c.id);
+        }
     }
 }
 

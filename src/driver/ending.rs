@@ -6,7 +6,6 @@ use tungstenite::error::ProtocolError;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::core::conn_id::ConnId;
 use crate::core::event::StateChange;
 use crate::core::session::{CallsEnd, Ended};
 use crate::driver::connection::Socket;
@@ -36,7 +35,7 @@ impl Context {
         let ended = Ended::Disconnected(reason.clone());
         let end = CallsEnd::Over(&ended);
         self.calls
-            .handle_disconnect(ConnId::new(index), |written| end.fate(written));
+            .handle_disconnect(c.id, |written| end.fate(written));
         c.session.ended = Some(ended);
         self.arm_close_timer(index);
         self.end_subscriptions(index, None, || Error::Disconnected(reason.clone()));
@@ -122,7 +121,7 @@ impl Context {
         }
         let end = CallsEnd::Interrupted(&reason);
         self.calls
-            .handle_disconnect(ConnId::new(index), |written| end.fate(written));
+            .handle_disconnect(self.conns[index].id, |written| end.fate(written));
         self.change_state(index, StateChange::Disconnected(reason.clone()));
         let reconnecting = self.schedule_reconnect(index);
         self.end_subscriptions(index, reconnecting.then_some(&reason), || {
@@ -136,9 +135,8 @@ impl Context {
     /// The connection is over for good: what still waits fails, everything is dropped.
     fn end(&mut self, index: usize, ended: Ended) {
         let c = &mut self.conns[index];
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            CallsEnd::Over(&ended).fate(written)
-        });
+        self.calls
+            .handle_disconnect(c.id, |written| CallsEnd::Over(&ended).fate(written));
         c.session.ended = Some(ended);
         self.release(index);
         self.change_state(index, StateChange::Closed);
@@ -148,9 +146,10 @@ impl Context {
     pub(crate) fn shut_down_conn(&mut self, index: usize) {
         self.cancel_conn_timers(index);
         self.release(index);
-        self.calls.handle_disconnect(ConnId::new(index), |written| {
-            CallsEnd::Shutdown.fate(written)
-        });
+        self.calls
+            .handle_disconnect(self.conns[index].id, |written| {
+                CallsEnd::Shutdown.fate(written)
+            });
         self.end_subscriptions(index, None, || Error::Shutdown);
         let c = &mut self.conns[index];
         if c.session.ended.is_none() {

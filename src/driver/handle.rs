@@ -154,10 +154,10 @@ impl Handle {
 
     /// The connection's state as the loop last published it; `None` for an unknown connection.
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
-        lock(&self.shared.states)
-            .get(conn.index())
-            .cloned()
-            .flatten()
+        match lock(&self.shared.states).get(conn.index()) {
+            Some(Some((id, state))) if *id == conn => Some(state.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -272,6 +272,7 @@ impl Context {
 
     /// Publishes connection `index`'s state for [`Handle::state`].
     pub(crate) fn publish_state(&self, index: usize) {
-        self.shared.publish_state(index, self.conns[index].state());
+        let c = &self.conns[index];
+        self.shared.publish_state(c.id, c.state());
     }
 }

@@ -17,7 +17,6 @@ use tungstenite::{Message, WebSocket};
 use crate::config::ConnectionConfig;
 use crate::core::arena::COPY_LIMIT;
 use crate::core::call_id::CallId;
-use crate::core::conn_id::ConnId;
 use crate::core::correlator::Routed;
 use crate::core::event::StateChange;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
@@ -261,7 +260,7 @@ impl Context {
 
     /// Reads messages until the socket would block (or the budget runs out), matching each.
     pub(crate) fn read_frames(&mut self, index: usize) {
-        let conn = ConnId::new(index);
+        let conn = self.conns[index].id;
         if self.conns[index].violation.is_some() {
             return; // nothing after a violation is read (see `on_violation`)
         }

@@ -60,7 +60,10 @@ impl Context {
         }
         let message = message.into();
         let index = conn.index();
-        let c = self.conns.get_mut(index).ok_or(Error::UnknownConnection)?;
+        if self.live(conn).is_none() {
+            return Err(self.not_live(conn));
+        }
+        let c = &mut self.conns[index];
         if let Some(ended) = &c.session.ended {
             return Err(ended.to_error());
         }
@@ -123,13 +126,10 @@ impl Context {
     ) -> Result<(), Error> {
         let payload =
             serde_json::to_string(&Request::new(method, params)).map_err(Error::Encode)?;
-        let codec = self
-            .conns
-            .get(conn.index())
-            .ok_or(Error::UnknownConnection)?
-            .config
-            .codec
-            .clone();
+        let Some(c) = self.live(conn) else {
+            return Err(self.not_live(conn));
+        };
+        let codec = c.config.codec.clone();
         let mut frame = String::new();
         codec
             .encode_notification(&payload, &mut frame)

@@ -31,10 +31,7 @@ impl Context {
     where
         H: FnMut(&mut Context, ConnId, StateChange) + 'static,
     {
-        let c = self
-            .conns
-            .get_mut(conn.index())
-            .ok_or(Error::UnknownConnection)?;
+        let c = self.live_mut(conn).ok_or(Error::UnknownConnection)?;
         c.handlers.state = Some(Box::new(handler));
         Ok(())
     }
@@ -62,7 +59,10 @@ impl Context {
             StateChange::Closed => log::info!("connection {index} to {addr}: closed"),
         }
         self.publish_state(index);
-        self.state_changes.push_back((ConnId::new(index), change));
+        if change == StateChange::Closed {
+            self.ending.push(index);
+        }
+        self.state_changes.push_back((self.conns[index].id, change));
     }
 
     /// Runs the state handler of one queued change; `false` if there was none to run.

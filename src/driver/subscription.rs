@@ -50,10 +50,7 @@ impl Context {
     where
         H: FnMut(&mut Context, Notification) + 'static,
     {
-        let c = self
-            .conns
-            .get_mut(conn.index())
-            .ok_or(Error::UnknownConnection)?;
+        let c = self.live_mut(conn).ok_or(Error::UnknownConnection)?;
         c.handlers
             .notifications
             .insert(method.into(), Some(Box::new(handler)));
@@ -167,7 +164,7 @@ impl Context {
             SubState::Active => {
                 let (conn, method) = (s.conn, s.unsubscribe_method.clone());
                 if let Some(key) = s.key.take() {
-                    if let Some(c) = self.conns.get_mut(conn.index()) {
+                    if let Some(c) = self.live_mut(conn) {
                         c.subscription_keys.remove(&key);
                     }
                     self.send_unsubscribe(conn, &method, &key);
@@ -237,7 +234,11 @@ impl Context {
         match result {
             Ok(answer) if current => {
                 let key: Box<str> = answer.text().into();
-                if let Some(c) = self.conns.get_mut(s.conn.index()) {
+                if let Some(c) = self
+                    .conns
+                    .get_mut(s.conn.index())
+                    .filter(|c| c.id == s.conn)
+                {
                     if let Some(old) = s.key.take() {
                         c.subscription_keys.remove(&old);
                     }
@@ -288,7 +289,11 @@ impl Context {
                     };
                 }
                 if let Some(key) = s.key.take() {
-                    if let Some(c) = self.conns.get_mut(s.conn.index()) {
+                    if let Some(c) = self
+                        .conns
+                        .get_mut(s.conn.index())
+                        .filter(|c| c.id == s.conn)
+                    {
                         c.subscription_keys.remove(&key);
                     }
                 }

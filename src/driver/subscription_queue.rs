@@ -298,7 +298,7 @@ mod tests {
         let item = 33..33 + n.to_string().len();
         assert_eq!(&frame[item.clone()], n.to_string());
         SubscriptionEvent::Item(Notification::new(
-            ConnId::new(0),
+            ConnId::new(0, 0),
             frame.into(),
             10..13,
             None,

@@ -88,6 +88,11 @@ pub fn track<R>(f: impl FnOnce() -> R) -> (R, usize) {
     (result, peak.saturating_sub(start).max(0) as usize)
 }
 
+/// The bytes live on this thread now, relative to when it started (see the module's docs).
+pub fn live_bytes() -> isize {
+    LIVE.with(Cell::get)
+}
+
 /// A byte count for messages: "12.3 MiB".
 pub fn mib(bytes: usize) -> String {
     format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64)
