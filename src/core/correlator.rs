@@ -745,13 +745,7 @@ mod tests {
     /// completes exactly once, with the right kind of result, never before it could.
     #[test]
     fn simulated_interleavings_complete_every_call_exactly_once() {
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::core::test_rng::xorshift(0x9E37_79B9_7F4A_7C15u64);
         for _round in 0..20 {
             let mut c = Correlator::new();
             let mut now = 0u64;

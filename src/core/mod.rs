@@ -27,6 +27,8 @@ pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod session;
 pub(crate) mod subscription;
+#[cfg(test)]
+pub(crate) mod test_rng;
 pub(crate) mod tick;
 pub(crate) mod unmatched;
 pub(crate) mod wheel;

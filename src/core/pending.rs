@@ -413,13 +413,7 @@ mod tests {
 
     #[test]
     fn growing_keeps_every_pending_id_findable_and_unique() {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::core::test_rng::xorshift(0x2545_F491_4F6C_DD1Du64);
         let mut wheel = TimerWheel::new();
         let mut table = PendingCalls::new();
         let mut live: Vec<(CallId, u32)> = Vec::new();
