@@ -360,7 +360,7 @@ mod tests {
         let queue = Arc::new(SubQueue::new(&QueueOptions::default()));
         assert!(queue.push(item(7)));
         let sub = Subscription::new(queue, Arc::new(NoLoop));
-        // `Instant::now() + Duration::MAX` overflows: the wait must not add the two itself.
+        // Adding `Duration::MAX` to the current instant overflows: the wait must not do it.
         match sub.next_timeout(Duration::MAX) {
             Ok(Some(SubscriptionEvent::Item(n))) => assert_eq!(n.item_text(), "7"),
             other => panic!("{other:?}"),
