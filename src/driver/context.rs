@@ -623,7 +623,9 @@ impl Context {
         Ok(())
     }
 
-    /// Where the connection is in its life; `None` if it is not a connection of this loop.
+    /// Where the connection is in its life. A connection that is over keeps reporting its last
+    /// state (`Closed`, `Disconnected(..)`) after it is freed, until its slot holds another
+    /// connection; `None` then, and for an id that is not of this loop.
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
         match self.live(conn) {
             Some(c) => Some(c.state()),
@@ -631,7 +633,8 @@ impl Context {
         }
     }
 
-    /// The connection's counters; `None` if it is not a connection of this loop.
+    /// The connection's counters; like [`state`](Self::state), still there for a connection
+    /// that is over until its slot holds another, `None` then.
     pub fn stats(&self, conn: ConnId) -> Option<ConnStats> {
         match self.live(conn) {
             Some(c) => Some(c.session.stats),

@@ -152,7 +152,8 @@ impl Handle {
         subscription
     }
 
-    /// The connection's state as the loop last published it; `None` for an unknown connection.
+    /// The connection's state as the loop last published it; `None` for an unknown connection,
+    /// or one whose slot holds a later connection (see [`ConnId`]).
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
         match lock(&self.shared.states).get(conn.index()) {
             Some(Some((id, state))) if *id == conn => Some(state.clone()),
