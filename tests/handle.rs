@@ -353,3 +353,13 @@ fn handles_and_pending_calls_cross_threads() {
     send::<rpcloop::Response>();
     send::<rpcloop::Error>();
 }
+
+/// `PendingCall` and `Subscription` stay unwind-safe, as they were in 0.1.0 (callers pass them
+/// into `catch_unwind`); the loop's sinks they hold promise it.
+#[test]
+fn the_cross_thread_types_are_unwind_safe() {
+    fn unwind_safe<T: std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+    unwind_safe::<rpcloop::PendingCall>();
+    unwind_safe::<rpcloop::Subscription>();
+    unwind_safe::<rpcloop::Handle>();
+}

@@ -73,7 +73,7 @@ impl Slot {
 
 /// Where a [`PendingCall`] dropped before its result sends its cancellation (the loop's
 /// command queue): this file knows the loop only through it.
-pub(crate) trait CancelSink: Send + Sync {
+pub(crate) trait CancelSink: Send + Sync + std::panic::RefUnwindSafe {
     /// Asks the loop to cancel the call whose result `slot` waits for.
     fn cancel(&self, slot: Arc<Slot>);
 }

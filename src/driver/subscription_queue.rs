@@ -186,7 +186,7 @@ pub struct Subscription {
 
 /// Where a [`Subscription`] sends its unsubscribe (the loop's command queue): this file knows
 /// the loop only through it.
-pub(crate) trait UnsubscribeSink: Send + Sync {
+pub(crate) trait UnsubscribeSink: Send + Sync + std::panic::RefUnwindSafe {
     /// Asks the loop to end the subscription whose events `queue` receives.
     fn unsubscribe(&self, queue: Arc<SubQueue>);
 }
