@@ -11,9 +11,11 @@
 //! Checked (the wheel's rustdoc): a timer expires at its deadline, clamped to `MAX_SPAN` after
 //! the wheel's time; never before its deadline; once `poll(now)` returns `None` nothing due at
 //! or before `now` is left, and `next_deadline` lies after `now`; timers come out earliest
-//! deadline first; `cancel` gives back the value of an armed timer and `None` for one that is
+//! deadline first, except that those armed overdue come out before any other in no particular
+//! order; `cancel` gives back the value of an armed timer and `None` for one that is
 //! gone; `next_deadline` is `None` exactly when nothing is armed, and otherwise never later
-//! than the earliest deadline (it may be earlier: a coarse slot reports its start).
+//! than the earliest deadline (it may be earlier: a coarse slot reports its start), or, while
+//! a timer armed overdue waits, than the wheel's time.
 
 #![no_main]
 
@@ -69,6 +71,8 @@ struct Model {
     armed: BTreeMap<u64, (u64, TimerKey, bool)>,
     /// The same timers by deadline.
     by_deadline: BTreeSet<(u64, u64)>,
+    /// Those of them armed with a deadline after the wheel's time, by deadline.
+    filed: BTreeSet<(u64, u64)>,
     next_value: u64,
     /// Every key handed out, live or not.
     keys: Vec<TimerKey>,
@@ -85,6 +89,7 @@ impl Model {
             .remove(&value)
             .unwrap_or_else(|| panic!("the wheel handed out {value}, which is not armed"));
         self.by_deadline.remove(&(entry.0, value));
+        self.filed.remove(&(entry.0, value));
         entry
     }
 
@@ -98,9 +103,12 @@ impl Model {
             "{key:?} handed out while its timer is armed"
         );
         let clamped = deadline.min(self.elapsed.saturating_add(MAX_SPAN));
-        self.armed
-            .insert(value, (clamped, key, deadline <= self.elapsed));
+        let overdue = deadline <= self.elapsed;
+        self.armed.insert(value, (clamped, key, overdue));
         self.by_deadline.insert((clamped, value));
+        if !overdue {
+            self.filed.insert((clamped, value));
+        }
         if self.keys.len() < 256 {
             self.keys.push(key);
         } else {
@@ -129,17 +137,24 @@ impl Model {
         let now = self.now;
         match wheel.poll(now) {
             Some(value) => {
-                let (deadline, _, _) = self.remove(value);
+                let (deadline, _, overdue) = self.remove(value);
                 assert!(
                     deadline <= now,
                     "timer {value} (deadline {deadline}) expired at {now}"
                 );
-                // Earliest deadline first: no timer still armed is due earlier.
-                if let Some(earliest) = self.earliest() {
+                // Earliest deadline first: no timer still armed is due earlier; except that
+                // timers armed overdue come out before any other, in no particular order
+                // among themselves (the wheel's rustdoc).
+                let earliest = if overdue {
+                    self.filed.first().map(|&(deadline, _)| deadline)
+                } else {
+                    self.earliest()
+                };
+                if let Some(earliest) = earliest {
                     assert!(
                         deadline <= earliest,
-                        "timer {value} (deadline {deadline}) expired before one due at \
-                         {earliest}"
+                        "timer {value} (deadline {deadline}, armed overdue: {overdue}) \
+                         expired before one due at {earliest}"
                     );
                 }
                 self.elapsed = self.elapsed.max(deadline);
