@@ -262,9 +262,12 @@ fn check_ranges(frame: &str, class: &Class, kind: Kind) {
                 "{kind:?} has no notifications"
             );
             check_range(frame, method, "method");
+            // A JSON string literal (one value, checked above, that starts and ends with a
+            // quote). Not necessarily one a Rust `String` holds: RFC 8259 §8.2 lets a string
+            // escape a lone surrogate (`"\ud800"`), which the codec rightly passes on.
             let text = &frame[method.clone()];
             assert!(
-                text.starts_with('"') && serde_json::from_str::<String>(text).is_ok(),
+                text.len() >= 2 && text.starts_with('"') && text.ends_with('"'),
                 "the method {text:?} is not a string literal"
             );
             if let Some(params) = params {
