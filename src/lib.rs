@@ -202,6 +202,9 @@ mod config;
 mod core;
 mod driver;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_support;
 mod stats;
 
 #[cfg(feature = "tls")]

@@ -158,6 +158,13 @@ impl OpeningHandshake {
         })
     }
 
+    /// How many bytes of the response head are held (at most [`MAX_HEAD`]); for the fuzz
+    /// target, which checks that bound.
+    #[cfg(fuzzing)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.head.len()
+    }
+
     /// Appends `bytes` to the head until it ends, fails, or `bytes` run out.
     fn scan(&mut self, bytes: &[u8]) -> Outcome {
         const STATUS_LINE_START: &[u8] = b"HTTP/";

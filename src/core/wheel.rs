@@ -121,7 +121,9 @@ impl<T> TimerWheel<T> {
 
     /// The earliest tick at which [`poll`](Self::poll) may return something, if any timer is
     /// armed. It may be earlier than the earliest deadline (when that deadline still sits in a
-    /// coarse level), never later.
+    /// coarse level), never later, with one exception: while a timer armed with a deadline
+    /// already past waits for the next `poll`, it is the wheel's time (the last `now` polled),
+    /// which may be later than that deadline.
     pub fn next_deadline(&self) -> Option<u64> {
         if self.heads[EXPIRED] != NIL {
             return Some(self.elapsed);
@@ -131,6 +133,10 @@ impl<T> TimerWheel<T> {
 
     /// Advances the wheel to `now` and returns the value of one expired timer, earliest deadline
     /// first; `None` once nothing due at or before `now` is left. Call it until it returns `None`.
+    ///
+    /// Timers armed with a deadline already at or before the wheel's time come out before any
+    /// other, but in no particular order among themselves (the last armed first): all of them
+    /// are overdue, and all come out before this `poll` loop ends.
     pub fn poll(&mut self, now: u64) -> Option<T> {
         loop {
             let head = self.heads[EXPIRED];
@@ -301,6 +307,30 @@ mod tests {
         let mut fired = drain(&mut wheel, 100);
         fired.sort();
         assert_eq!(fired, vec![7, 8]);
+    }
+
+    /// The timer_wheel fuzz target found that timers armed already overdue do not come out
+    /// earliest deadline first (they are handed out last armed first); all are overdue, so the
+    /// order is now what the documentation says: before any other, in no particular order.
+    #[test]
+    fn overdue_timers_come_out_before_any_other() {
+        let mut wheel = TimerWheel::new();
+        wheel.insert(1010, 1u64);
+        wheel.insert(1010, 2u64);
+        drain(&mut wheel, 1000);
+        wheel.insert(500, 3u64);
+        wheel.insert(800, 4u64);
+        assert_eq!(wheel.next_deadline(), Some(1000), "the wheel's time");
+        let mut overdue = vec![wheel.poll(1000).unwrap(), wheel.poll(1000).unwrap()];
+        overdue.sort();
+        assert_eq!(overdue, vec![3, 4]);
+        assert_eq!(wheel.poll(1000), None);
+        // One of a tick's batch is out; one armed overdue now comes before the rest.
+        let first = wheel.poll(1010).unwrap();
+        wheel.insert(900, 5u64);
+        assert_eq!(wheel.poll(1010), Some(5));
+        assert_eq!(wheel.poll(1010), Some(3 - first));
+        assert_eq!(wheel.poll(1010), None);
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl JsonRpc2 {
         let Some(f) = parse_object::<Fields<'_>>(text) else {
             return Decoded::Malformed;
         };
-        if f.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        if !f.jsonrpc.is_some_and(is_version_2) {
             return Decoded::Malformed;
         }
         let id = f.id.filter(|id| id.get() != "null");
@@ -250,6 +250,15 @@ impl JsonRpc2 {
             }
         }
     }
+}
+
+/// Whether `raw` is the JSON string `"2.0"`: as every server writes it, or with escapes
+/// (`"2\u002e0"` is the same string, and a valid answer).
+fn is_version_2(raw: &RawValue) -> bool {
+    let text = raw.get();
+    text == "\"2.0\""
+        || (text.contains('\\')
+            && serde_json::from_str::<std::borrow::Cow<'_, str>>(text).is_ok_and(|v| v == "2.0"))
 }
 
 fn notification(frame: &str, method: &RawValue, params: Option<&RawValue>) -> Decoded {
@@ -415,6 +424,25 @@ mod tests {
         // A request from the server.
         let frame = r#"{"jsonrpc":"2.0","id":1,"method":"ask"}"#;
         assert!(matches!(rpc.decode(frame), Decoded::NoId));
+    }
+
+    /// Found by the codec_decode fuzz target: `"2\u002e0"` is the string "2.0", but the
+    /// version was compared as text, so a valid answer that escaped it was malformed and its
+    /// call waited for its timeout.
+    #[test]
+    fn the_version_is_compared_as_a_json_string() {
+        let rpc = JsonRpc2::default();
+        for version in [r#""2\u002e0""#, r#""\u0032.0""#, r#""\u0032\u002E\u0030""#] {
+            let frame = format!(r#"{{"jsonrpc":{version},"id":1,"result":7}}"#);
+            assert!(
+                matches!(rpc.decode(&frame), Decoded::Answer { id: 1, .. }),
+                "{frame}"
+            );
+        }
+        for version in [r#""2.0 ""#, r#""2\u002e1""#, r#""\u00322.0""#, r#""2\/0""#] {
+            let frame = format!(r#"{{"jsonrpc":{version},"id":1,"result":7}}"#);
+            assert!(matches!(rpc.decode(&frame), Decoded::Malformed), "{frame}");
+        }
     }
 
     #[test]
