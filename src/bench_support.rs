@@ -4,7 +4,7 @@
 pub use crate::core::wheel::{TimerKey, TimerWheel};
 
 use crate::core::pending::{INDEX_SPREAD, PendingCall};
-use crate::driver::context::Callback;
+use crate::driver::context::Reply;
 
 /// The layout of a [`slab::Slab`] slot: the slab stores `enum Entry<T> { Vacant(usize),
 /// Occupied(T) }`, private to the crate; this mirror has the same shape, hence the same size.
@@ -20,7 +20,7 @@ enum SlabSlot<T> {
 /// is not open yet), and the heap box of its callback, whose size is whatever the closure
 /// captures (nothing for a closure that captures nothing).
 pub fn pending_call_bytes() -> usize {
-    size_of::<SlabSlot<PendingCall<Callback>>>()
+    size_of::<SlabSlot<PendingCall<Reply>>>()
         + TimerWheel::<usize>::slot_bytes()
         + INDEX_SPREAD * size_of::<u32>()
 }

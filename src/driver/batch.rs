@@ -13,7 +13,7 @@ use crate::core::outbox::Unsent;
 use crate::core::request::Request;
 use crate::core::response::Response;
 use crate::driver::connection::{Socket, write_message};
-use crate::driver::context::{Callback, Context};
+use crate::driver::context::{Callback, Context, Reply};
 use crate::error::{DisconnectReason, Error};
 
 /// A batch's callback.
@@ -114,7 +114,9 @@ impl Context {
                 move |ctx: &mut Context, result| gather(ctx, &gathered, i, result)
             });
             // Registered unwritten for now (the frame is not complete): see below.
-            let registered = self.calls.handle_submit(conn, deadline, false, element);
+            let registered =
+                self.calls
+                    .handle_submit(conn, deadline, false, Reply::Callback(element));
             debug_assert_eq!(registered, id);
             ids.push(id);
         }

@@ -47,6 +47,24 @@ use crate::stats::ConnStats;
 
 /// A call's callback, run once on the loop thread.
 pub(crate) type Callback = Box<dyn FnOnce(&mut Context, Result<Response, Error>)>;
+
+/// What completes a call, the token the call table holds for it: a callback run on the loop
+/// thread, or the result slot of a [`PendingCall`](crate::PendingCall) another thread waits
+/// on. The slot needs no closure around it, so a call from a handle costs no box.
+pub(crate) enum Reply {
+    Callback(Callback),
+    Slot(Arc<Slot>),
+}
+
+impl Reply {
+    /// Completes the call: runs the callback, or fills the slot and wakes its waiter.
+    pub(crate) fn complete(self, ctx: &mut Context, result: Result<Response, Error>) {
+        match self {
+            Reply::Callback(callback) => callback(ctx, result),
+            Reply::Slot(slot) => slot.complete(result),
+        }
+    }
+}
 /// A connection's handler for messages that match no call.
 pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
 /// A connection's handler for its state changes.
@@ -101,15 +119,30 @@ pub(crate) enum Inbound {
 /// A callback that may be sent to the loop thread.
 type SendCallback = Box<dyn FnOnce(&mut Context, Result<Response, Error>) + Send>;
 
+/// A [`Reply`] that may be sent to the loop thread.
+pub(crate) enum SendReply {
+    Callback(SendCallback),
+    /// The slot of a [`PendingCall`](crate::PendingCall); the loop also records the call's
+    /// id in it (for cancelling).
+    Slot(Arc<Slot>),
+}
+
+impl From<SendReply> for Reply {
+    fn from(reply: SendReply) -> Self {
+        match reply {
+            SendReply::Callback(callback) => Reply::Callback(callback),
+            SendReply::Slot(slot) => Reply::Slot(slot),
+        }
+    }
+}
+
 /// What another thread asks of the loop.
 pub(crate) enum Command {
     Submit {
         conn: ConnId,
         payload: String,
         options: CallOptions,
-        callback: SendCallback,
-        /// The slot of a [`PendingCall`](crate::PendingCall), to record the call's id in (for cancelling).
-        slot: Option<Arc<Slot>>,
+        reply: SendReply,
     },
     Cancel(Arc<Slot>),
     Close(ConnId),
@@ -187,7 +220,7 @@ pub struct Context {
     gone: Vec<Option<Gone>>,
     /// Connections that told `Closed` and are not freed yet (see [`Self::free_ended`]).
     pub(crate) ending: Vec<usize>,
-    pub(crate) calls: Correlator<Callback>,
+    pub(crate) calls: Correlator<Reply>,
     /// Unmatched messages (for connections with a handler) and notifications, dispatched after
     /// the I/O pass, in arrival order.
     pub(crate) inbound: VecDeque<Inbound>,
@@ -419,7 +452,7 @@ impl Context {
         let submitted = match serde_json::to_writer(&mut payload, &message) {
             Ok(()) => match std::str::from_utf8(&payload) {
                 Ok(text) => self
-                    .try_submit(conn, text, options, Box::new(callback))
+                    .try_submit(conn, text, options, Reply::Callback(Box::new(callback)))
                     .map_err(|(e, _)| e),
                 Err(_) => Err(Error::Encode(serde::ser::Error::custom(
                     "serializer produced invalid UTF-8",
@@ -438,8 +471,8 @@ impl Context {
         conn: ConnId,
         payload: &str,
         options: CallOptions,
-        callback: Callback,
-    ) -> Result<CallId, (Error, Callback)> {
+        callback: Reply,
+    ) -> Result<CallId, (Error, Reply)> {
         if self.shut_down {
             return Err((Error::Shutdown, callback));
         }
@@ -801,7 +834,7 @@ impl Context {
                     }
                 }
                 log::trace!("call {} completed", done.id);
-                (done.token)(self, done.result);
+                done.token.complete(self, done.result);
                 ran += 1;
             } else if let Some(inbound) = self.inbound.pop_front() {
                 ran += usize::from(self.dispatch_inbound(inbound));

@@ -14,7 +14,7 @@ use crate::core::conn_id::ConnId;
 use crate::core::event::{ConnState, SubscriptionEvent};
 use crate::core::response::Response;
 use crate::driver::call_slot::{PendingCall, Slot};
-use crate::driver::context::{Command, Context, Shared};
+use crate::driver::context::{Command, Context, Reply, SendReply, Shared};
 use crate::driver::mailbox::lock;
 use crate::driver::subscription_queue::{QueueOptions, SubQueue, Subscription};
 use crate::error::Error;
@@ -70,13 +70,11 @@ impl Handle {
             Err(e) => return PendingCall::failed(Error::Encode(e)),
         };
         let slot = Arc::new(Slot::default());
-        let completes = slot.clone();
         let command = Command::Submit {
             conn,
             payload,
             options,
-            callback: Box::new(move |_, result| completes.complete(result)),
-            slot: Some(slot.clone()),
+            reply: SendReply::Slot(slot.clone()),
         };
         match self.shared.send(command) {
             Ok(()) => PendingCall::new(slot, self.shared.clone()),
@@ -101,8 +99,7 @@ impl Handle {
             conn,
             payload,
             options: CallOptions::default(),
-            callback: Box::new(callback),
-            slot: None,
+            reply: SendReply::Callback(Box::new(callback)),
         };
         self.shared.send(command).map_err(|_| Error::Shutdown)
     }
@@ -195,17 +192,22 @@ impl Context {
                 conn,
                 payload,
                 options,
-                callback,
-                slot,
-            } => match self.try_submit(conn, &payload, options, callback) {
-                Ok(id) => {
-                    if let Some(slot) = slot {
-                        slot.set_id(id);
+                reply,
+            } => {
+                let slot = match &reply {
+                    SendReply::Slot(slot) => Some(slot.clone()),
+                    SendReply::Callback(_) => None,
+                };
+                match self.try_submit(conn, &payload, options, reply.into()) {
+                    Ok(id) => {
+                        if let Some(slot) = slot {
+                            slot.set_id(id);
+                        }
                     }
+                    // The caller is on another thread: the refusal is the call's one completion.
+                    Err((error, reply)) => reply.complete(self, Err(error)),
                 }
-                // The caller is on another thread: the refusal is the call's one completion.
-                Err((error, callback)) => callback(self, Err(error)),
-            },
+            }
             Command::Cancel(slot) => {
                 if let Some(id) = slot.live_id() {
                     self.cancel(id);
@@ -262,7 +264,9 @@ impl Context {
         commands.extend(queued);
         for command in commands {
             match command {
-                Command::Submit { callback, .. } => callback(self, Err(Error::Shutdown)),
+                Command::Submit { reply, .. } => {
+                    Reply::from(reply).complete(self, Err(Error::Shutdown));
+                }
                 Command::Subscribe { queue, .. } => {
                     queue.push(SubscriptionEvent::Ended(Error::Shutdown));
                 }

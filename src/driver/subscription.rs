@@ -15,7 +15,7 @@ use crate::core::request::Request;
 use crate::core::response::Response;
 use crate::core::subscription::{SubState, SubscriptionEntry};
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::context::{Context, Inbound};
+use crate::driver::context::{Context, Inbound, Reply};
 use crate::error::{DisconnectReason, Error};
 
 impl Context {
@@ -202,8 +202,13 @@ impl Context {
         let callback = Box::new(move |ctx: &mut Context, result: Result<Response, Error>| {
             ctx.on_subscribe_answer(id, attempt, result);
         });
-        self.try_submit(conn, &payload, CallOptions { timeout }, callback)
-            .map_err(|(e, _)| e)
+        self.try_submit(
+            conn,
+            &payload,
+            CallOptions { timeout },
+            Reply::Callback(callback),
+        )
+        .map_err(|(e, _)| e)
     }
 
     /// Sends `method([key])`; its answer is only logged.
@@ -220,7 +225,8 @@ impl Context {
                 log::debug!("unsubscribe failed: {e}");
             }
         });
-        if let Err((e, _)) = self.try_submit(conn, &payload, CallOptions::default(), callback) {
+        let reply = Reply::Callback(callback);
+        if let Err((e, _)) = self.try_submit(conn, &payload, CallOptions::default(), reply) {
             log::debug!("unsubscribe not sent: {e}");
         }
     }
