@@ -797,6 +797,32 @@ mod rpc_websockets {
         drop(server);
     }
 
+    /// A method that returns nothing is answered `{"jsonrpc":"2.0","id":N}`, with no `result`:
+    /// the call completes with a null result, not at its timeout.
+    #[test]
+    #[ignore = "needs node rpc-websockets: run scripts/interop.sh"]
+    fn a_method_returning_nothing_completes_with_null() {
+        let (server, mut ev, conn) = connect();
+        let calls = Calls::new(1);
+        ev.submit(
+            conn,
+            Request::<()>::without_params("void"),
+            calls.callback(0),
+        )
+        .unwrap();
+        turn_until_within(&mut ev, "completed the void call", |_| {
+            calls.all_completed()
+        });
+        settle(&mut ev);
+        let [done] = <[_; 1]>::try_from(calls.take_each_once()).unwrap();
+        let done = answer("the void call", done);
+        assert_eq!(done.text(), "null", "{done:?}");
+        let stats = ev.stats(conn).unwrap();
+        assert_eq!((stats.answers, stats.malformed, stats.timeouts), (1, 0, 0));
+        close_and_wait(&mut ev, conn);
+        drop(server);
+    }
+
     /// The ids rpc-websockets sees (and answers with) are a counter from 1: call n, made
     /// after call n - 1 completed, carries id n.
     #[test]

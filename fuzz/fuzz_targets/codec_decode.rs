@@ -493,8 +493,10 @@ fn jsonrpc_message(frame: &str, raw: &RawValue, style: IdStyle) -> Class {
         return notification(frame, method, params);
     }
     let answer = match (result, error) {
-        (Some(result), None) => Ok(result),
+        (Some(result), None) => Ok(Some(result)),
         (None, Some(error)) => Err(error),
+        // The documented leniency: an answer with an id and neither member has no result.
+        (None, None) if id.is_some() => Ok(None),
         _ => return Class::Malformed,
     };
     let Some(id) = id else {
@@ -511,7 +513,7 @@ fn jsonrpc_message(frame: &str, raw: &RawValue, style: IdStyle) -> Class {
     match answer {
         Ok(result) => Class::Answer {
             id,
-            payload: Some(span(frame, result)),
+            payload: result.map(|result| span(frame, result)),
         },
         Err(error) => error_object(id, error),
     }

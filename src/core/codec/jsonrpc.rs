@@ -34,9 +34,12 @@ pub enum IdStyle {
 ///   ([`Context::on_notification`](crate::Context::on_notification)) or, when its
 ///   `params.subscription` names a live subscription, to that subscription.
 /// - A JSON array is a batch answer: each element completes its own call.
-/// - Per the specification, an answer without `"jsonrpc": "2.0"`, with both or neither of
-///   `result` and `error`, or with an `error` that is not an object with an integer `code` and
-///   a string `message`, is malformed: it completes nothing and is counted. An error whose id
+/// - Per the specification, an answer without `"jsonrpc": "2.0"`, with both `result` and
+///   `error`, or with an `error` that is not an object with an integer `code` and a string
+///   `message`, is malformed: it completes nothing and is counted. One leniency, for the
+///   servers people run: an answer with an id and neither member (rpc-websockets' answer to
+///   a method that returns nothing) completes its call with a `null` result, where the
+///   specification would have the call wait for its timeout. An error whose id
 ///   is `null` (the server's reply to a request it could not parse) cannot name its call: it
 ///   is handed over as a push ([`UnmatchedReason::NoId`](crate::UnmatchedReason::NoId)).
 ///
@@ -194,9 +197,14 @@ impl JsonRpc2 {
             return notification(frame, method, f.params);
         }
         let (result, error) = match (f.result, f.error) {
-            (Some(result), None) => (Some(result), None),
-            (None, Some(error)) => (None, Some(error)),
-            _ => return Decoded::Malformed,
+            (Some(_), Some(_)) => return Decoded::Malformed,
+            // §5 requires one of the two, but rpc-websockets answers a method that returns
+            // nothing with `{"jsonrpc":"2.0","id":N}`: an answer that names its call and
+            // carries no result (a null one, below). Without an id it names nothing.
+            (None, None) if f.id.is_none_or(|id| id.get() == "null") => {
+                return Decoded::Malformed;
+            }
+            (result, error) => (result, error),
         };
         let Some(id) = id else {
             // §5: an error whose request could not be identified has a null id.
@@ -224,7 +232,7 @@ impl JsonRpc2 {
                 },
                 None => Decoded::Malformed,
             },
-            (None, None) => Decoded::Malformed,
+            (None, None) => Decoded::Answer { id, payload: None },
         }
     }
 
@@ -398,7 +406,6 @@ mod tests {
             r#"{"jsonrpc":"1.0","id":1,"result":1}"#,
             r#"{"jsonrpc":2.0,"id":1,"result":1}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"x"}}"#,
-            r#"{"jsonrpc":"2.0","id":1}"#,
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x","message":"y"}}"#,
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5,"message":"y"}}"#,
             r#"{"jsonrpc":"2.0","id":1,"error":"boom"}"#,
@@ -417,6 +424,17 @@ mod tests {
             panic!("a batch")
         };
         assert!(matches!(elements[..], [Decoded::Malformed]), "{elements:?}");
+        // Neither result nor error: an answer with no result, if it names its call.
+        assert!(matches!(
+            rpc.decode(r#"{"jsonrpc":"2.0","id":1}"#),
+            Decoded::Answer {
+                id: 1,
+                payload: None
+            }
+        ));
+        for frame in [r#"{"jsonrpc":"2.0"}"#, r#"{"jsonrpc":"2.0","id":null}"#] {
+            assert!(matches!(rpc.decode(frame), Decoded::Malformed), "{frame}");
+        }
         // The parse-error reply: an error that cannot name its request.
         let frame =
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#;

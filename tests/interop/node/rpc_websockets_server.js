@@ -52,6 +52,9 @@ server.register('sum', (params) => {
 // echo(P): P (null without params).
 server.register('echo', (params) => params ?? null);
 
+// void(): returns nothing; rpc-websockets then answers {"jsonrpc":"2.0","id":N}, with no result.
+server.register('void', () => undefined);
+
 // fail({code, message, data}): throws that error object; rpc-websockets answers it as is
 // (createError makes a missing data null).
 server.register('fail', (params) => {
