@@ -899,7 +899,7 @@ impl Context {
         c.undelivered -= 1;
         if c.undelivered == 0 {
             if c.released() {
-                // Its last message (see `Connection::release`).
+                // Its last message (see `Context::release`).
                 c.handlers.release_delivery();
             }
             self.fail_deferred_violation(index);
