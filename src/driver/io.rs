@@ -206,35 +206,40 @@ impl Context {
             unreachable!()
         };
         let mut failure = None;
+        // The calls the frame being written carries; one buffer for the whole drain.
+        let mut calls: Vec<CallId> = Vec::new();
         while let Some(unsent) = c.session.outbox.pop() {
             // The calls a frame carries are written as it is handed over, all of a batch
             // together: from here on they fail with `Disconnected` if the connection drops.
-            let (message, calls) = match unsent {
+            calls.clear();
+            let message = match unsent {
                 Unsent::Call { id, frame } => {
                     if !self.calls.handle_written(id) {
                         continue; // completed while it waited
                     }
-                    (Message::Text(frame.into()), vec![id])
+                    calls.push(id);
+                    Message::Text(frame.into())
                 }
                 Unsent::Batch { ids, frame } => {
-                    let written: Vec<CallId> = ids
-                        .iter()
-                        .copied()
-                        .filter(|&id| self.calls.handle_written(id))
-                        .collect();
-                    if written.is_empty() {
+                    let calls_table = &mut self.calls;
+                    calls.extend(
+                        ids.iter()
+                            .copied()
+                            .filter(|&id| calls_table.handle_written(id)),
+                    );
+                    if calls.is_empty() {
                         continue; // cancelled or timed out while it waited
                     }
-                    (Message::Text(frame.into()), written)
+                    Message::Text(frame.into())
                 }
-                Unsent::Message(message) => (message.into_ws(), Vec::new()),
+                Unsent::Message(message) => message.into_ws(),
             };
             let is_call = !calls.is_empty();
             match write_message(ws, message) {
                 Ok(()) if is_call => c.session.stats.requests_sent += calls.len() as u64,
                 Ok(()) => c.session.stats.messages_sent += 1,
                 Err(tungstenite::Error::WriteBufferFull(_)) if is_call => {
-                    for id in calls {
+                    for &id in &calls {
                         self.calls.handle_failure(id, Error::Busy);
                     }
                 }
