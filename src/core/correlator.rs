@@ -89,17 +89,13 @@ impl<T> Correlator<T> {
         self.pending.len()
     }
 
-    /// Whether the id space has room for another call.
-    pub(crate) fn has_room(&self) -> bool {
-        self.pending.has_room()
-    }
-
     /// Whether the id space has room for `n` more calls.
     pub(crate) fn has_room_for(&self, n: usize) -> bool {
         self.pending.has_room_for(n)
     }
 
     /// How many completions wait to be polled.
+    #[cfg(test)]
     pub(crate) fn completions_len(&self) -> usize {
         self.completions.len()
     }
@@ -135,6 +131,18 @@ impl<T> Correlator<T> {
         match self.pending.get_mut(id) {
             Some(call) if !call.written => {
                 call.written = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The socket refused the request of a call that was being written: it waits again, and
+    /// no answer can be for it. `false` when the call is not pending.
+    pub(crate) fn handle_unwritten(&mut self, id: CallId) -> bool {
+        match self.pending.get_mut(id) {
+            Some(call) if call.written => {
+                call.written = false;
                 true
             }
             _ => false,

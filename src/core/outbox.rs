@@ -1,11 +1,13 @@
-//! [`Outbox`]: what waits to be written on one connection while it is not open, in submit
-//! order, under one byte budget.
+//! [`Outbox`]: what waits to be written on one connection, in submit order, under one byte
+//! budget.
 //!
-//! A connection that is connecting, or waiting to reconnect, cannot write; calls and messages
-//! submitted meanwhile wait here and leave in submit order once it opens. Each entry is one
-//! frame: a call's request, a whole batch (one frame, several calls), or a message. A batch is
-//! one unit: its calls leave together or not at all, so they always share one fate (all
-//! written, or all still waiting for the next connection).
+//! Everything a connection writes passes through here: on an open connection an entry leaves
+//! as soon as the driver polls it; a connection that is connecting, waiting to reconnect, or
+//! whose socket refused a write, keeps its entries until it can write, then they leave in
+//! submit order. Each entry is one [`Transmit`]: a call's request, a whole batch (one frame,
+//! several calls), a message or a ping. A batch is one unit: its calls leave together or not
+//! at all, so they always share one fate (all written, or all still waiting for the next
+//! connection).
 //!
 //! The outbox holds the frames; the pending table only knows whether each call was written.
 //! A call that completes while it waits (a timeout, a cancel) leaves its entry behind: the
@@ -17,45 +19,25 @@
 use std::collections::VecDeque;
 
 use super::call_id::CallId;
-
-/// One frame waiting to be written.
-#[derive(Debug)]
-pub(crate) enum Unsent<M> {
-    /// A call's encoded request.
-    Call { id: CallId, frame: String },
-    /// A batch's frame (a JSON array) and its calls, in request order.
-    Batch { ids: Box<[CallId]>, frame: String },
-    /// A message that is not a call.
-    Message(M),
-}
+use super::output::Transmit;
 
 #[derive(Debug)]
-struct Entry<M> {
-    unsent: Unsent<M>,
+struct Entry {
+    unsent: Transmit,
     size: usize,
 }
 
-/// The frames waiting for one connection to open.
-#[derive(Debug)]
-pub(crate) struct Outbox<M> {
-    entries: VecDeque<Entry<M>>,
+/// The frames waiting for one connection to write them.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    entries: VecDeque<Entry>,
     /// Bytes of every entry, dead ones included until they are dropped.
     bytes: usize,
-    /// Entries that are messages.
+    /// Entries that are not calls (messages, pings).
     messages: usize,
 }
 
-impl<M> Default for Outbox<M> {
-    fn default() -> Self {
-        Outbox {
-            entries: VecDeque::new(),
-            bytes: 0,
-            messages: 0,
-        }
-    }
-}
-
-impl<M> Outbox<M> {
+impl Outbox {
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -89,12 +71,21 @@ impl<M> Outbox<M> {
     }
 
     /// Queues one frame behind the others. `size` is what it counts against the budget.
-    pub(crate) fn push(&mut self, unsent: Unsent<M>, size: usize) {
-        if matches!(unsent, Unsent::Message(_)) {
+    pub(crate) fn push(&mut self, unsent: Transmit, size: usize) {
+        if unsent.calls().is_empty() {
             self.messages += 1;
         }
         self.bytes += size;
         self.entries.push_back(Entry { unsent, size });
+    }
+
+    /// Puts back, first in line, a frame the socket refused.
+    pub(crate) fn push_front(&mut self, unsent: Transmit, size: usize) {
+        if unsent.calls().is_empty() {
+            self.messages += 1;
+        }
+        self.bytes += size;
+        self.entries.push_front(Entry { unsent, size });
     }
 
     /// Drops dead entries once they outnumber the live ones (`pending` calls and the messages)
@@ -109,12 +100,9 @@ impl<M> Outbox<M> {
     pub(crate) fn compact(&mut self, waiting: impl Fn(CallId) -> bool) {
         let mut bytes = 0;
         self.entries.retain(|entry| {
-            let live = match &entry.unsent {
-                Unsent::Call { id, .. } => waiting(*id),
-                // A batch's calls leave together: one waiting keeps the batch.
-                Unsent::Batch { ids, .. } => ids.iter().any(|&id| waiting(id)),
-                Unsent::Message(_) => true,
-            };
+            let calls = entry.unsent.calls();
+            // A batch's calls leave together: one waiting keeps the batch.
+            let live = calls.is_empty() || calls.iter().any(|&id| waiting(id));
             if live {
                 bytes += entry.size;
             }
@@ -124,27 +112,38 @@ impl<M> Outbox<M> {
     }
 
     /// The oldest frame, taken out to be written.
-    pub(crate) fn pop(&mut self) -> Option<Unsent<M>> {
+    /// Also returns the size it counted.
+    pub(crate) fn pop(&mut self) -> Option<(Transmit, usize)> {
         let entry = self.entries.pop_front()?;
         self.bytes -= entry.size;
-        if matches!(entry.unsent, Unsent::Message(_)) {
+        if entry.unsent.calls().is_empty() {
             self.messages -= 1;
         }
-        Some(entry.unsent)
+        Some((entry.unsent, entry.size))
     }
 
     /// The calls of the waiting batch that holds `call`, if `call` waits in a batch.
     pub(crate) fn batch_of(&self, call: CallId) -> Option<&[CallId]> {
         self.entries.iter().find_map(|entry| match &entry.unsent {
-            Unsent::Batch { ids, .. } if ids.contains(&call) => Some(&ids[..]),
+            Transmit::Batch { ids, .. } if ids.contains(&call) => Some(&ids[..]),
             _ => None,
         })
     }
 
-    /// Drops everything; returns how many messages (not calls) were dropped unsent.
+    /// Drops everything; returns how many messages (not calls) were dropped unsent. Keeps the
+    /// queue's capacity.
     pub(crate) fn clear(&mut self) -> usize {
         let messages = self.messages;
-        *self = Outbox::default();
+        self.entries.clear();
+        self.bytes = 0;
+        self.messages = 0;
+        messages
+    }
+
+    /// Drops everything and its capacity (an ended connection).
+    pub(crate) fn release(&mut self) -> usize {
+        let messages = self.clear();
+        self.entries = VecDeque::new();
         messages
     }
 }
@@ -152,23 +151,36 @@ impl<M> Outbox<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::message::Message;
 
     fn id(n: u64) -> CallId {
         CallId::from_u64(n).unwrap()
     }
 
-    fn call(n: u64, frame: &str) -> Unsent<&'static str> {
-        Unsent::Call {
+    fn call(n: u64, frame: &str) -> Transmit {
+        Transmit::Call {
             id: id(n),
-            frame: frame.to_owned(),
+            text: frame.into(),
         }
     }
 
-    fn names(outbox: &mut Outbox<&'static str>) -> Vec<String> {
+    fn batch(ids: &[u64], frame: &str) -> Transmit {
+        Transmit::Batch {
+            ids: ids.iter().map(|&n| id(n)).collect(),
+            text: frame.into(),
+        }
+    }
+
+    fn message(text: &str) -> Transmit {
+        Transmit::Message(Message::from(text))
+    }
+
+    fn names(outbox: &mut Outbox) -> Vec<String> {
         std::iter::from_fn(|| outbox.pop())
-            .map(|u| match u {
-                Unsent::Call { frame, .. } | Unsent::Batch { frame, .. } => frame,
-                Unsent::Message(m) => m.to_owned(),
+            .map(|(u, _)| match u {
+                Transmit::Call { text, .. } | Transmit::Batch { text, .. } => text.to_string(),
+                Transmit::Message(Message::Text(m)) => m,
+                other => format!("{other:?}"),
             })
             .collect()
     }
@@ -177,14 +189,8 @@ mod tests {
     fn frames_leave_in_submit_order_and_a_batch_as_one() {
         let mut outbox = Outbox::default();
         outbox.push(call(1, "a"), 1);
-        outbox.push(
-            Unsent::Batch {
-                ids: [id(2), id(3), id(4)].into(),
-                frame: "[b,c,d]".into(),
-            },
-            7,
-        );
-        outbox.push(Unsent::Message("m"), 1);
+        outbox.push(batch(&[2, 3, 4], "[b,c,d]"), 7);
+        outbox.push(message("m"), 1);
         assert_eq!((outbox.len(), outbox.bytes()), (3, 9));
         assert_eq!(outbox.batch_of(id(3)), Some(&[id(2), id(3), id(4)][..]));
         assert_eq!(outbox.batch_of(id(1)), None);
@@ -210,14 +216,8 @@ mod tests {
 
     #[test]
     fn a_batch_lives_while_any_of_its_calls_waits() {
-        let mut outbox: Outbox<&str> = Outbox::default();
-        outbox.push(
-            Unsent::Batch {
-                ids: [id(1), id(2)].into(),
-                frame: "[x,y]".into(),
-            },
-            5,
-        );
+        let mut outbox = Outbox::default();
+        outbox.push(batch(&[1, 2], "[x,y]"), 5);
         outbox.compact(|id| id.as_u64() == 2);
         assert_eq!(outbox.len(), 1);
         outbox.compact(|_| false);
@@ -227,8 +227,8 @@ mod tests {
 
     #[test]
     fn submit_and_cancel_forever_stays_bounded() {
-        let mut outbox: Outbox<&str> = Outbox::default();
-        outbox.push(Unsent::Message("kept"), 4);
+        let mut outbox = Outbox::default();
+        outbox.push(message("kept"), 4);
         for n in 1..100_000 {
             outbox.push(call(n, "x"), 1);
             // Only the newest call still waits.
@@ -243,8 +243,8 @@ mod tests {
     fn clear_reports_the_messages_dropped() {
         let mut outbox = Outbox::default();
         outbox.push(call(1, "a"), 1);
-        outbox.push(Unsent::Message("m"), 1);
-        outbox.push(Unsent::Message("n"), 1);
+        outbox.push(message("m"), 1);
+        outbox.push(message("n"), 1);
         assert_eq!(outbox.clear(), 2);
         assert!(outbox.is_empty());
         assert_eq!((outbox.bytes(), outbox.clear()), (0, 0));
@@ -260,12 +260,12 @@ mod tests {
         const CONN: ConnId = ConnId::from_raw(0);
         for fails_at in ["the call before", "the batch"] {
             let mut calls = Correlator::<u32>::new();
-            let mut outbox: Outbox<()> = Outbox::default();
+            let mut outbox = Outbox::default();
             let single = calls.handle_submit(CONN, 100, false, 0);
             outbox.push(
-                Unsent::Call {
+                Transmit::Call {
                     id: single,
-                    frame: "a".into(),
+                    text: "a".into(),
                 },
                 1,
             );
@@ -273,19 +273,16 @@ mod tests {
                 .map(|token| calls.handle_submit(CONN, 100, false, token))
                 .collect();
             outbox.push(
-                Unsent::Batch {
+                Transmit::Batch {
                     ids: batch.clone(),
-                    frame: "[b]".into(),
+                    text: "[b]".into(),
                 },
                 3,
             );
             // The connection opens; the frames are handed over in order until one fails.
-            while let Some(unsent) = outbox.pop() {
-                let (ids, is_batch) = match unsent {
-                    Unsent::Call { id, .. } => (vec![id], false),
-                    Unsent::Batch { ids, .. } => (ids.to_vec(), true),
-                    Unsent::Message(()) => unreachable!(),
-                };
+            while let Some((unsent, _)) = outbox.pop() {
+                let is_batch = matches!(unsent, Transmit::Batch { .. });
+                let ids = unsent.calls().to_vec();
                 assert!(ids.iter().all(|&id| calls.handle_written(id)));
                 if is_batch == (fails_at == "the batch") {
                     break;
@@ -308,7 +305,7 @@ mod tests {
                     assert_eq!(failed, [0]);
                     assert_eq!(waiting, [true; 3], "the whole batch waits");
                     // ... and goes out whole on the next connection.
-                    let Some(Unsent::Batch { ids, .. }) = outbox.pop() else {
+                    let Some((Transmit::Batch { ids, .. }, _)) = outbox.pop() else {
                         panic!("the batch is still one frame")
                     };
                     assert!(ids.iter().all(|&id| calls.handle_written(id)));

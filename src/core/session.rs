@@ -1,22 +1,49 @@
 //! [`Session`]: one connection's protocol state, apart from its socket, and the decisions made
-//! on it: how it ended and what its calls fail with ([`Ended`]), what waits to be written
-//! ([`Outbox`]), what has been told of it ([`Lifecycle`]), when to ping ([`Keepalive`]) and
-//! whether and when to come back after a loss ([`Backoff`]).
+//! on it: where it is in its life ([`Stage`]), how it ended and what its calls fail with
+//! ([`Ended`]), what waits to be written ([`Outbox`]), what has been told of it
+//! ([`Lifecycle`]), when to ping ([`Keepalive`]) and whether and when to come back after a
+//! loss ([`Backoff`]).
 //!
-//! The driver holds a `Session` in each connection beside the socket. It tells the session
-//! what happened, on ticks: the connection opened ([`Session::handle_open`]) or was lost
-//! ([`Session::handle_loss`]). It does what the session answers: arm the keepalive deadline,
-//! or back off and reconnect, or end.
+//! The [`Engine`](super::engine::Engine) holds a `Session` per connection and sequences these
+//! decisions with the loop-wide call table; the session never sees a socket.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::backoff::Backoff;
+use super::conn_id::ConnId;
+use super::event::ConnState;
 use super::keepalive::Keepalive;
 use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
-use crate::config::ReconnectPolicy;
+use super::wheel::TimerKey;
+use crate::config::ConnectionConfig;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
+
+/// Where a connection is in its life: one value, changed only by the engine's named
+/// transitions.
+///
+/// ```text
+/// Connecting -> Open -> Closing -> Released
+///     |          |         ^
+///     |          +---------+  (closed by us, or by the peer with no way back)
+///     +----------+--> Reconnecting -> Connecting   (lost, under a reconnect policy)
+///     +----------+--> Released                     (lost for good, or closed before open)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The driver is opening the socket: TCP connect, TLS, the opening handshake.
+    Connecting,
+    /// Open: frames are written as the driver polls them.
+    Open,
+    /// Ended, with the socket still up for the close handshake.
+    Closing,
+    /// Lost, waiting out the backoff delay.
+    Reconnecting,
+    /// Over, socket dropped; the session is freed once its `Released` event is polled.
+    Released,
+}
 
 /// How a connection ended, once it has: decides what its calls fail with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,42 +123,88 @@ struct Comeback {
     opened_before: bool,
 }
 
-/// One connection's protocol state. `M` is what the outbox holds besides calls (the driver's
-/// messages).
+/// One connection's protocol state.
 #[derive(Debug)]
-pub(crate) struct Session<M> {
+pub(crate) struct Session {
+    /// Its id: its slot in the engine's table and that slot's generation.
+    pub(crate) id: ConnId,
+    pub(crate) config: ConnectionConfig,
+    pub(crate) stage: Stage,
     /// Set once the connection stops taking calls (closed by us, or lost for good); the socket
     /// may still be finishing a close handshake.
     pub(crate) ended: Option<Ended>,
     /// The state changes told so far.
     pub(crate) lifecycle: Lifecycle,
-    /// Calls and messages submitted while the connection cannot write, in submit order.
-    pub(crate) outbox: Outbox<M>,
-    /// Calls pending on this connection, counted until their completion is dispatched.
+    /// What waits to be written, in submit order.
+    pub(crate) outbox: Outbox,
+    /// The socket refused a write: nothing is offered until it takes writes again.
+    pub(crate) blocked: bool,
+    /// Listed in the engine's list of sessions with frames to poll.
+    pub(crate) listed: bool,
+    /// The peer broke the protocol: nothing more it sends counts, the connection fails once
+    /// what was read before is delivered.
+    pub(crate) violated: bool,
+    /// Calls pending on this connection, counted until their completion is polled.
     pub(crate) in_flight: usize,
     pub(crate) stats: ConnStats,
     /// The ping schedule, while open with a `ping_interval`.
     pub(crate) keepalive: Option<Keepalive>,
+    /// The connect, close or reconnect deadline.
+    pub(crate) timer: Option<TimerKey>,
+    /// The keepalive deadline.
+    pub(crate) keepalive_timer: Option<TimerKey>,
+    /// Live subscriptions by key (the subscribe call's result, as JSON text).
+    pub(crate) keys: HashMap<Box<str>, u64>,
+    /// Methods whose notifications have a handler.
+    pub(crate) methods: HashSet<Box<str>>,
     comeback: Option<Comeback>,
 }
 
-impl<M> Session<M> {
-    /// A session that has not opened yet; with a reconnect `policy`, it comes back after a
-    /// loss (`seed` seeds the policy's jitter).
-    pub(crate) fn new(policy: Option<ReconnectPolicy>, seed: u64) -> Self {
+impl Session {
+    /// A session that has not opened yet; with a reconnect policy in `config`, it comes back
+    /// after a loss (`seed` seeds the policy's jitter).
+    pub(crate) fn new(id: ConnId, config: ConnectionConfig, seed: u64) -> Self {
+        let comeback = config.reconnect.map(|policy| Comeback {
+            backoff: Backoff::new(policy, seed),
+            opened_at: None,
+            opened_before: false,
+        });
         Session {
+            id,
+            config,
+            stage: Stage::Connecting,
             ended: None,
             lifecycle: Lifecycle::default(),
             outbox: Outbox::default(),
+            blocked: false,
+            listed: false,
+            violated: false,
             in_flight: 0,
             stats: ConnStats::default(),
             keepalive: None,
-            comeback: policy.map(|policy| Comeback {
-                backoff: Backoff::new(policy, seed),
-                opened_at: None,
-                opened_before: false,
-            }),
+            timer: None,
+            keepalive_timer: None,
+            keys: HashMap::new(),
+            methods: HashSet::new(),
+            comeback,
         }
+    }
+
+    /// Where the connection is, as the application sees it.
+    pub(crate) fn state(&self) -> ConnState {
+        match (&self.ended, self.stage) {
+            (None, Stage::Open) => ConnState::Open,
+            (None, Stage::Reconnecting) => ConnState::Reconnecting,
+            (None, _) => ConnState::Connecting,
+            (Some(_), Stage::Closing) => ConnState::Closing,
+            (Some(Ended::Closed), _) => ConnState::Closed,
+            (Some(Ended::Disconnected(reason)), _) => ConnState::Disconnected(reason.clone()),
+        }
+    }
+
+    /// Whether what is queued may be offered to the socket now.
+    pub(crate) fn writes(&self) -> bool {
+        self.stage == Stage::Open && !self.blocked && self.ended.is_none()
     }
 
     /// Whether a loss is followed by a reconnect (there is a policy, and the session has not
@@ -174,11 +247,14 @@ impl<M> Session<M> {
     }
 
     /// The connection is over: drop what only a live connection needs (its queue, keepalive
-    /// and reconnect state), so an ended session costs a few dozen bytes.
+    /// and reconnect state, subscription keys).
     pub(crate) fn release(&mut self) {
+        self.stage = Stage::Released;
         self.keepalive = None;
         self.comeback = None;
-        let messages = self.outbox.clear();
+        self.keys = HashMap::new();
+        self.methods = HashSet::new();
+        let messages = self.outbox.release();
         if messages > 0 {
             log::debug!("{messages} queued messages dropped unsent: the connection ended");
         }
@@ -188,6 +264,15 @@ impl<M> Session<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ReconnectPolicy;
+
+    fn session(policy: Option<ReconnectPolicy>) -> Session {
+        let config = ConnectionConfig {
+            reconnect: policy,
+            ..ConnectionConfig::default()
+        };
+        Session::new(ConnId::from_raw(0), config, 1)
+    }
 
     fn policy(max_attempts: Option<u32>) -> ReconnectPolicy {
         ReconnectPolicy {
@@ -202,7 +287,7 @@ mod tests {
 
     #[test]
     fn without_a_policy_a_loss_ends_the_session() {
-        let mut s: Session<()> = Session::new(None, 1);
+        let mut s = session(None);
         assert!(!s.reconnects());
         assert_eq!(s.handle_open(0, None), None);
         assert_eq!(s.handle_loss(5), None);
@@ -210,7 +295,7 @@ mod tests {
 
     #[test]
     fn delays_grow_then_start_over_after_a_stable_connection() {
-        let mut s: Session<()> = Session::new(Some(policy(None)), 1);
+        let mut s = session(Some(policy(None)));
         assert!(s.reconnects());
         s.handle_open(0, None);
         let delays: Vec<_> = (0..4)
@@ -239,7 +324,7 @@ mod tests {
 
     #[test]
     fn out_of_attempts_the_session_ends() {
-        let mut s: Session<()> = Session::new(Some(policy(Some(2))), 1);
+        let mut s = session(Some(policy(Some(2))));
         assert!(s.handle_loss(0).is_some());
         assert!(s.handle_loss(0).is_some());
         assert_eq!(s.handle_loss(0), None);
@@ -247,7 +332,7 @@ mod tests {
 
     #[test]
     fn opening_starts_the_keepalive_and_a_loss_stops_it() {
-        let mut s: Session<()> = Session::new(None, 1);
+        let mut s = session(None);
         assert_eq!(s.handle_open(1_000, Some((30_000, 10_000))), Some(31_000));
         assert!(s.keepalive.is_some());
         s.handle_loss(2_000);
@@ -256,8 +341,9 @@ mod tests {
 
     #[test]
     fn an_ended_session_neither_reconnects_nor_keeps_its_queue() {
-        let mut s: Session<&str> = Session::new(Some(policy(None)), 1);
-        s.outbox.push(super::super::outbox::Unsent::Message("m"), 1);
+        let mut s = session(Some(policy(None)));
+        let message = crate::core::output::Transmit::Message("m".into());
+        s.outbox.push(message, 1);
         s.ended = Some(Ended::Closed);
         assert!(!s.reconnects());
         s.release();

@@ -1,6 +1,10 @@
-//! [`SubscriptionEntry`]: what the loop keeps of one subscription: how it was made, where it
-//! is in its life ([`SubState`]), the key its items carry, and its handler `H` (which this file
-//! neither names nor runs).
+//! [`Subscription`]: what the engine keeps of one subscription: how it was made, where it is
+//! in its life ([`SubState`]), and the key its items carry.
+//!
+//! The engine decides every step on it: the subscribe call's answer names the key (handled
+//! when the answer is read, so items read right behind it are routed to it); a connection
+//! lost interrupts it or ends it; an open subscribes again; `unsubscribe` ends it. Exactly one
+//! `Ended` is told per subscription, and nothing after it.
 
 use serde_json::value::RawValue;
 
@@ -8,37 +12,30 @@ use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::event::SubscribeOptions;
 
-/// Where a subscription is in its life.
+/// Where a subscription is in its life. A subscription that has told `Ended` is gone from the
+/// table, except [`SubState::Abandoned`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SubState {
-    /// The subscribe call of this attempt is in flight.
-    Subscribing { attempt: u32, call: CallId },
-    /// Subscribed (under `key`).
-    Active,
+    /// The subscribe call of the current attempt is pending.
+    Subscribing { call: CallId },
+    /// Subscribed under `key` (the JSON text of the subscribe call's result).
+    Active { key: Box<str> },
     /// The connection was lost; subscribing again when it opens.
     Interrupted,
-    /// Its `Ended` event is queued; removed once it is delivered, unless `awaiting`: then
-    /// its subscribe call is still out and the entry stays to unsubscribe on the server when
-    /// the answer comes.
-    Ended { awaiting: bool },
+    /// Unsubscribed (its `Ended` told) while its subscribe call was out: the entry stays to
+    /// unsubscribe on the server when the answer names the key.
+    Abandoned { call: CallId },
 }
 
-/// A live subscription.
-pub(crate) struct SubscriptionEntry<H> {
+/// A subscription of the loop.
+#[derive(Debug)]
+pub(crate) struct Subscription {
     pub(crate) conn: ConnId,
     pub(crate) method: Box<str>,
     pub(crate) params: Box<RawValue>,
     pub(crate) unsubscribe_method: Box<str>,
     pub(crate) options: SubscribeOptions,
     pub(crate) state: SubState,
-    /// The key items carry (the JSON text of the subscribe call's result), once known. It
-    /// stays routed until the `Interrupted` or `Ended` event is dispatched, so that items read
-    /// before the connection went down still reach the handler, in order, before that event.
-    pub(crate) key: Option<Box<str>>,
-    /// The connection ended while the subscribe answer was queued: the `Interrupted`/`Ended`
-    /// event is queued behind it and sets the state when dispatched.
-    pub(crate) ending: bool,
-    /// Attempts made (the first subscribe, then each resubscribe).
+    /// Attempts made: the first subscribe is 0, each resubscribe one more.
     pub(crate) attempt: u32,
-    /// Taken while it runs.
-    pub(crate) handler: Option<H>,
 }

@@ -20,6 +20,7 @@ impl Clock {
     }
 
     /// The tick at which something due at `deadline` may fire (rounded up).
+    #[cfg(test)]
     pub(crate) fn deadline_tick(&self, deadline: Instant) -> u64 {
         let since = deadline.saturating_duration_since(self.origin);
         let ms = millis_floor(since);
@@ -39,6 +40,27 @@ impl Clock {
     pub(crate) fn instant_of(&self, tick: u64) -> Option<Instant> {
         self.origin.checked_add(Duration::from_millis(tick))
     }
+}
+
+/// A duration in whole milliseconds (ticks), rounded down, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    millis_floor(d)
+}
+
+/// The tick at which something due `after` tick `now` may fire. `now` is rounded down, so
+/// the instant it stands for may be up to a tick later: a non-zero duration is rounded up and
+/// a tick added, so the deadline is never early. Zero is `now` (due at once). Saturates.
+pub(crate) fn tick_after(now: u64, after: Duration) -> u64 {
+    if after.is_zero() {
+        return now;
+    }
+    let ms = millis_floor(after);
+    let ms = if after > Duration::from_millis(ms) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    };
+    now.saturating_add(ms).saturating_add(1)
 }
 
 fn millis_floor(d: Duration) -> u64 {

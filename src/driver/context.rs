@@ -1,4 +1,5 @@
-//! [`Context`]: the operations on a loop's connections and calls, as callbacks see them.
+//! [`Context`]: the operations on a loop's connections and calls, as callbacks see them, over
+//! the core's [`Engine`], which decides everything; and the loop's one clock.
 //!
 //! Callbacks run on the loop thread with `&mut Context`, so a callback may submit the next call,
 //! cancel another or close a connection. [`EventLoop`](crate::EventLoop) dereferences to
@@ -10,50 +11,46 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Poll, Token};
+use mio::Poll;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use slab::Slab;
-use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Request;
 use tungstenite::http::{HeaderName, HeaderValue};
-use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::{CallOptions, ConnectionConfig};
-use crate::core::arena::{COPY_LIMIT, FrameArena};
 use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
-use crate::core::correlator::Correlator;
+use crate::core::engine::Engine;
 use crate::core::event::StateChange;
 use crate::core::event::{ConnState, SubscribeOptions, SubscriptionEvent};
 use crate::core::notification::Notification;
-use crate::core::outbox::Unsent;
 use crate::core::response::Response;
-use crate::core::session::{CallsEnd, ConnTimer, Ended};
-use crate::core::subscription::SubscriptionEntry;
 use crate::core::tick::Clock;
 use crate::core::unmatched::Unmatched;
 use crate::driver::WAKER;
 use crate::driver::call_slot::{CancelSink, Slot};
-use crate::driver::connection::{Connection, Socket, write_message};
+use crate::driver::connection::Connection;
 use crate::driver::mailbox::{Mailbox, lock};
 use crate::driver::subscription_queue::{SubQueue, UnsubscribeSink};
 use crate::driver::tls;
-use crate::error::{DisconnectReason, Error};
+use crate::error::Error;
 use crate::stats::ConnStats;
 
 /// A call's callback, run once on the loop thread.
 pub(crate) type Callback = Box<dyn FnOnce(&mut Context, Result<Response, Error>)>;
 
-/// What completes a call, the token the call table holds for it: a callback run on the loop
+/// A batch's callback, run once with every result in request order.
+pub(crate) type BatchCallback = Box<dyn FnOnce(&mut Context, Vec<Result<Response, Error>>)>;
+
+/// What completes a call, the token the engine holds for it: a callback run on the loop
 /// thread, or the result slot of a [`PendingCall`](crate::PendingCall) another thread waits
-/// on. The slot needs no closure around it, so a call from a handle costs no box.
+/// on (which needs no closure around it, so a call from a handle costs no box), or a batch's
+/// callback.
 pub(crate) enum Reply {
     Callback(Callback),
     Slot(Arc<Slot>),
+    Batch(BatchCallback),
 }
 
 impl Reply {
@@ -62,9 +59,11 @@ impl Reply {
         match self {
             Reply::Callback(callback) => callback(ctx, result),
             Reply::Slot(slot) => slot.complete(result),
+            Reply::Batch(callback) => callback(ctx, vec![result]),
         }
     }
 }
+
 /// A connection's handler for messages that match no call.
 pub(crate) type MessageHandler = Box<dyn FnMut(&mut Context, Unmatched)>;
 /// A connection's handler for its state changes.
@@ -74,46 +73,17 @@ pub(crate) type NotificationHandler = Box<dyn FnMut(&mut Context, Notification)>
 /// A subscription's handler.
 pub(crate) type EventHandler = Box<dyn FnMut(&mut Context, SubscriptionEvent)>;
 
-/// What is kept of a freed connection until its slot holds another: enough for
-/// [`Context::state`] and [`Context::stats`] to say what became of it, and for a late submit
-/// to fail with the reason it ended rather than a bare "unknown".
-pub(crate) struct Gone {
-    id: ConnId,
-    state: ConnState,
-    stats: ConnStats,
-    ended: Ended,
-}
-
 /// What the application set on one connection. Each is taken out while it runs, so that it
-/// may act on the loop (and set handlers) with no borrow held.
+/// may act on the loop (and set handlers) with no borrow held. They are dropped when the
+/// connection is released: after its last event.
 #[derive(Default)]
 pub(crate) struct Handlers {
-    /// For messages that match no call. It stays until the messages that arrived before
-    /// the end are delivered.
+    /// For messages that match no call.
     pub(crate) message: Option<MessageHandler>,
     /// For state changes. It stays until it has been told `Closed`.
     pub(crate) state: Option<StateHandler>,
     /// For notifications, by method (`None` while one runs).
     pub(crate) notifications: HashMap<Box<str>, Option<NotificationHandler>>,
-}
-
-impl Handlers {
-    /// Drops the handlers that can no longer be called: an ended connection with nothing left
-    /// to deliver gets no message or notification.
-    fn release_delivery(&mut self) {
-        self.message = None;
-        self.notifications = HashMap::new();
-    }
-}
-
-/// A message for the handlers, queued during the I/O pass.
-pub(crate) enum Inbound {
-    /// For the connection's message handler.
-    Unmatched(Unmatched),
-    /// For a subscription or a method handler, or else the message handler.
-    Notification(Notification),
-    /// For a subscription's handler.
-    Subscription(u64, SubscriptionEvent),
 }
 
 /// A callback that may be sent to the loop thread.
@@ -209,40 +179,23 @@ impl UnsubscribeSink for Shared {
 /// [`EventLoop`](crate::EventLoop).
 pub struct Context {
     pub(crate) poll: Poll,
-    pub(crate) clock: Clock,
+    clock: Clock,
     /// The loop's now: the instant last read by [`Context::now`]. Everything the loop does
     /// with time between two reads uses it, never the clock.
     now: Instant,
-    pub(crate) conns: Slab<Connection<Handlers>>,
-    /// Each slot's generation: how many connections it held and freed.
-    generations: Vec<u32>,
-    /// What is kept of the last connection freed from each slot, until the slot holds another.
-    gone: Vec<Option<Gone>>,
-    /// Connections that told `Closed` and are not freed yet (see [`Self::free_ended`]).
-    pub(crate) ending: Vec<usize>,
-    pub(crate) calls: Correlator<Reply>,
-    /// Unmatched messages (for connections with a handler) and notifications, dispatched after
-    /// the I/O pass, in arrival order.
-    pub(crate) inbound: VecDeque<Inbound>,
-    /// Live subscriptions, by id.
-    pub(crate) subscriptions: HashMap<u64, SubscriptionEntry<EventHandler>>,
-    /// The id the next subscription gets (never reused).
-    pub(crate) next_subscription: u64,
-    /// State changes not yet told to the connections' state handlers.
-    pub(crate) state_changes: VecDeque<(ConnId, StateChange)>,
+    /// The connection machine: every decision is its.
+    pub(crate) engine: Engine<Reply>,
+    /// Each connection's socket and handlers, by slot.
+    pub(crate) conns: Vec<Option<Connection<Handlers>>>,
+    /// The handlers of live subscriptions, by id.
+    pub(crate) sub_handlers: HashMap<u64, EventHandler>,
     /// Connections with calls written into their buffer but not yet to the socket: flushed
     /// once at the start and at the end of each turn, or by [`Context::flush`].
     pub(crate) to_flush: Vec<usize>,
     /// Connections whose read budget ran out with data left.
     pub(crate) to_read: Vec<usize>,
-    /// The loop is shutting down: every call is refused.
-    pub(crate) shut_down: bool,
     /// Reused buffer for serializing messages.
     payload: Vec<u8>,
-    /// Reused buffer for encoding request frames.
-    frame: String,
-    /// Where small text frames live, both ways (see [`FrameArena`]).
-    pub(crate) arena: FrameArena,
     /// What the loop shares with its handles.
     pub(crate) shared: Arc<Shared>,
     /// Commands taken from the handles' queue and not yet run (past one turn's cap).
@@ -257,21 +210,12 @@ impl Context {
             poll,
             clock: Clock::new(now),
             now,
-            conns: Slab::new(),
-            generations: Vec::new(),
-            gone: Vec::new(),
-            ending: Vec::new(),
-            calls: Correlator::new(),
-            inbound: VecDeque::new(),
-            subscriptions: HashMap::new(),
-            next_subscription: 0,
-            state_changes: VecDeque::new(),
+            engine: Engine::new(),
+            conns: Vec::new(),
+            sub_handlers: HashMap::new(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
-            shut_down: false,
             payload: Vec::new(),
-            frame: String::new(),
-            arena: FrameArena::new(),
             shared: Arc::new(Shared::new(waker)),
             backlog: VecDeque::new(),
         })
@@ -308,10 +252,11 @@ impl Context {
     /// # Errors
     /// [`Error::InvalidUrl`] if the URL is not `ws://` or `wss://` (or is `wss://` in a build
     /// without the `tls` feature), or its host does not resolve (or, for `wss://`, is not a
-    /// name a certificate can be checked against); [`Error::Io`] if the socket cannot be
-    /// created or registered, or the platform's certificate store cannot be read
-    /// (`TlsConfig::Native`); [`Error::Handshake`] if a configured header is not a valid HTTP
-    /// header.
+    /// name a certificate can be checked against); [`Error::Io`] if the platform's
+    /// certificate store cannot be read (`TlsConfig::Native`); [`Error::Handshake`] if a
+    /// configured header is not a valid HTTP header. A socket that cannot be created fails
+    /// the connection as any failed connect does ([`DisconnectReason::ConnectFailed`]), with
+    /// its state handler told.
     pub fn connect(&mut self, url: &str, config: ConnectionConfig) -> Result<ConnId, Error> {
         let (request, secure) = parse_url(url)?;
         let uri = request.uri();
@@ -349,8 +294,8 @@ impl Context {
         addr: SocketAddr,
         config: ConnectionConfig,
     ) -> Result<ConnId, Error> {
-        self.now();
-        if self.shut_down {
+        let now = self.now_tick_fresh();
+        if self.engine.is_shut_down() {
             return Err(Error::Shutdown);
         }
         let tls = if secure {
@@ -367,28 +312,15 @@ impl Context {
                 .map_err(|e| Error::Handshake(format!("header {name}: {e}")))?;
             request.headers_mut().append(name, value);
         }
-        let mut stream = TcpStream::connect(addr)?;
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        self.poll.registry().register(
-            &mut stream,
-            Token(index),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
         // Spreads the reconnect delays of clients that lost the same server apart.
-        let seed = std::collections::hash_map::RandomState::new().hash_one(index);
-        if self.generations.len() <= index {
-            self.generations.resize(index + 1, 0);
-            self.gone.resize_with(index + 1, || None);
+        let seed = std::collections::hash_map::RandomState::new().hash_one(addr);
+        let id = self.engine.open(now, config, seed)?;
+        let index = id.index();
+        if self.conns.len() <= index {
+            self.conns.resize_with(index + 1, || None);
         }
-        // The slot holds a new connection: the old one is forgotten.
-        self.gone[index] = None;
-        let id = ConnId::new(index, self.generations[index]);
-        entry.insert(Connection::new(
-            id, stream, request, addr, tls, config, seed,
-        ));
-        self.arm_connect_timer(index);
-        self.change_state(index, StateChange::Connecting);
+        self.conns[index] = Some(Connection::new(id, request, addr, tls));
+        self.pump();
         Ok(id)
     }
 
@@ -464,101 +396,19 @@ impl Context {
         submitted
     }
 
-    /// Submits a call whose payload is JSON text already. On refusal the callback comes back
+    /// Submits a call whose payload is JSON text already. On refusal the reply comes back
     /// with the error, unrun, for callers that must still complete it (cross-thread submits).
     pub(crate) fn try_submit(
         &mut self,
         conn: ConnId,
         payload: &str,
         options: CallOptions,
-        callback: Reply,
+        reply: Reply,
     ) -> Result<CallId, (Error, Reply)> {
-        if self.shut_down {
-            return Err((Error::Shutdown, callback));
-        }
-        let index = conn.index();
-        // Not `self.live`: the connection and the encoding buffer are borrowed side by side.
-        let Some(c) = self.conns.get(index).filter(|c| c.id == conn) else {
-            return Err((self.not_live(conn), callback));
-        };
-        if let Some(ended) = &c.session.ended {
-            return Err((ended.to_error(), callback));
-        }
-        if c.session.in_flight >= c.config.max_in_flight || !self.calls.has_room() {
-            return Err((Error::Busy, callback));
-        }
-        let id = self.calls.next_id();
-        let frame = &mut self.frame;
-        frame.clear();
-        if let Err(e) = c.config.codec.encode_request(id, payload, frame) {
-            let error = Error::Encode(serde::ser::Error::custom(e));
-            return Err((error, callback));
-        }
-        if frame.len() > c.config.max_message_size {
-            let error = Error::TooLarge {
-                size: frame.len(),
-                limit: c.config.max_message_size,
-            };
-            return Err((error, callback));
-        }
-        let timeout = options.timeout.unwrap_or(c.config.default_timeout);
-        self.now();
-        let deadline = self.tick_after(timeout);
-
-        let c = &mut self.conns[index];
-        if !c.writes_now() {
-            let size = self.frame.len();
-            let calls = &self.calls;
-            if !c
-                .session
-                .outbox
-                .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
-            {
-                return Err((Error::Busy, callback));
-            }
-            let submitted = self.calls.handle_submit(conn, deadline, false, callback);
-            debug_assert_eq!(submitted, id);
-            // Moved out, not copied; the next call's encoding grows a fresh scratch buffer.
-            let frame = std::mem::take(&mut self.frame);
-            c.session.outbox.push(Unsent::Call { id, frame }, size);
-            c.session.in_flight += 1;
-            let calls = &self.calls;
-            c.session
-                .outbox
-                .compact_if_sparse(c.session.in_flight, |id| calls.is_queued(id));
-            return Ok(id);
-        }
-        let Socket::Open(ws) = &mut c.socket else {
-            unreachable!("writes_now implies an open socket");
-        };
-        // The frame only lives until tungstenite has copied it into its write buffer.
-        let text = if self.frame.len() <= COPY_LIMIT {
-            self.arena.copy(&self.frame)
-        } else {
-            // One exact allocation (moving the scratch out would cost two: regrowing it, and a
-            // `Bytes` header since its capacity exceeds its length); past a few chunks' worth,
-            // the scratch is let go rather than kept at the largest request's size.
-            let text = self.frame.as_str().into();
-            if self.frame.capacity() > 4 * COPY_LIMIT {
-                self.frame = String::new();
-            }
-            text
-        };
-        let failure = match write_message(ws, Message::Text(text)) {
-            Ok(()) => None,
-            Err(tungstenite::Error::WriteBufferFull(_)) => return Err((Error::Busy, callback)),
-            Err(e) => Some(DisconnectReason::from_ws(&e)),
-        };
-        let submitted = self.calls.handle_submit(conn, deadline, true, callback);
-        debug_assert_eq!(submitted, id);
-        c.session.in_flight += 1;
-        c.session.stats.requests_sent += 1;
-        match failure {
-            // The call is registered, so the connection's failure completes it like the others.
-            Some(reason) => self.fail(index, reason),
-            None => self.wrote(index),
-        }
-        Ok(id)
+        let now = self.now_tick_fresh();
+        let submitted = self.engine.submit(now, conn, payload, options, reply)?;
+        self.pump();
+        Ok(submitted)
     }
 
     /// Cancels a pending call: its callback runs with [`Error::Cancelled`] during the next
@@ -570,14 +420,7 @@ impl Context {
     /// travels in one frame with the rest of its batch: cancelling it cancels every call of
     /// that batch not yet written.
     pub fn cancel(&mut self, call: CallId) -> bool {
-        if self.calls.is_queued(call) {
-            for other in self.unsent_batch_of(call) {
-                if other != call {
-                    self.calls.handle_cancel(other);
-                }
-            }
-        }
-        self.calls.handle_cancel(call)
+        self.engine.cancel(call)
     }
 
     /// Closes a connection with the WebSocket close handshake (RFC 6455 §7.1.2). Every call
@@ -589,56 +432,10 @@ impl Context {
     /// # Errors
     /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
     pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
-        self.now();
-        let index = conn.index();
-        if self.live(conn).is_none() {
-            // Closing an ended connection does nothing, a freed one too.
-            return match self.gone_record(conn) {
-                Some(_) => Ok(()),
-                None => Err(Error::UnknownConnection),
-            };
-        }
-        let c = &mut self.conns[index];
-        if c.session.ended.is_some() {
-            return Ok(());
-        }
-        c.session.ended = Some(Ended::Closed);
-        c.clear_queue();
-        let end = CallsEnd::Over(&Ended::Closed);
-        self.calls
-            .handle_disconnect(conn, |written| end.fate(written));
-        self.end_subscriptions(index, None, || Error::Closed);
-        self.cancel_conn_timers(index);
-        self.close_socket(index);
-        self.change_state(index, StateChange::Closed);
+        let now = self.now_tick_fresh();
+        self.engine.close(now, conn)?;
+        self.pump();
         Ok(())
-    }
-
-    /// Starts the close handshake on an ended connection's socket, or drops a socket that
-    /// never opened.
-    fn close_socket(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        let Socket::Open(ws) = &mut c.socket else {
-            // Not open yet: there is no WebSocket to close, only a socket to drop.
-            self.release(index);
-            return;
-        };
-        // RFC 6455 §7.4.1: 1000 indicates a normal closure.
-        let frame = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        };
-        match ws.close(Some(frame)) {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                log::debug!("connection {index}: close failed: {e}");
-                self.release(index);
-                return;
-            }
-        }
-        self.arm_close_timer(index);
-        self.flush_conn(index);
     }
 
     /// Sets the handler that receives every message on `conn` that matches no pending call
@@ -656,35 +453,59 @@ impl Context {
         Ok(())
     }
 
+    /// Sets the handler told of every state change of `conn`, on the loop thread, during
+    /// [`turn`](crate::EventLoop::turn), in the order things happened: an answer read before
+    /// the peer's close completes before `Disconnected` is told. Changes that happened since
+    /// the last dispatch are delivered too, so a handler set right after
+    /// [`connect`](Self::connect) sees `Connecting` first.
+    ///
+    /// ```no_run
+    /// # use rpcloop::*;
+    /// # fn f(ev: &mut EventLoop, conn: ConnId) -> Result<(), Error> {
+    /// ev.set_state_handler(conn, |_ctx, conn, change| match change {
+    ///     StateChange::Disconnected(why) => eprintln!("{conn}: lost: {why}"),
+    ///     StateChange::Reconnecting { attempt, delay } => {
+    ///         eprintln!("{conn}: attempt {attempt} in {delay:?}")
+    ///     }
+    ///     other => eprintln!("{conn}: {other:?}"),
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownConnection`] if `conn` is not a connection of this loop.
+    pub fn set_state_handler<H>(&mut self, conn: ConnId, handler: H) -> Result<(), Error>
+    where
+        H: FnMut(&mut Context, ConnId, StateChange) + 'static,
+    {
+        let c = self.live_mut(conn).ok_or(Error::UnknownConnection)?;
+        c.handlers.state = Some(Box::new(handler));
+        Ok(())
+    }
+
     /// Where the connection is in its life. A connection that is over keeps reporting its last
     /// state (`Closed`, `Disconnected(..)`) after it is freed, until its slot holds another
     /// connection; `None` then, and for an id that is not of this loop.
     pub fn state(&self, conn: ConnId) -> Option<ConnState> {
-        match self.live(conn) {
-            Some(c) => Some(c.state()),
-            None => self.gone_record(conn).map(|gone| gone.state.clone()),
-        }
+        self.engine.state(conn)
     }
 
     /// The connection's counters; like [`state`](Self::state), still there for a connection
     /// that is over until its slot holds another, `None` then.
     pub fn stats(&self, conn: ConnId) -> Option<ConnStats> {
-        match self.live(conn) {
-            Some(c) => Some(c.session.stats),
-            None => self.gone_record(conn).map(|gone| gone.stats),
-        }
+        self.engine.stats(conn)
     }
 
     /// How many calls have not had their callback run yet.
     pub fn pending_calls(&self) -> usize {
-        self.calls.pending_len() + self.calls.completions_len()
+        self.engine.pending_calls()
     }
 
     /// How many connections the loop holds: those open, opening, reconnecting or closing, and
     /// those ended whose last events are not dispatched yet. A connection that is over is
-    /// freed at the end of the dispatch that told its `Closed`.
+    /// freed when the dispatch reaches its last event.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.engine.connections()
     }
 
     /// Whether any call has not had its callback run yet.
@@ -695,20 +516,10 @@ impl Context {
     /// The earliest instant at which a deadline (of a call or a connection) may fire; a host
     /// loop that folds rpcloop into its own should wake by then.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let tick = self.calls.next_deadline()?;
+        let tick = self.engine.poll_timeout()?;
         // A tick past what `Instant` holds: a year from the loop's now stands for "never".
         let far = || self.now + Duration::from_secs(365 * 24 * 3600);
         Some(self.clock.instant_of(tick).unwrap_or_else(far))
-    }
-
-    /// After a call was written into a connection's buffer: list the connection to flush, so
-    /// that every call submitted in one turn (or between two turns) leaves in one write.
-    pub(crate) fn wrote(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        if !c.dirty {
-            c.dirty = true;
-            self.to_flush.push(index);
-        }
     }
 
     /// Writes to the sockets, now, the calls submitted since the last turn. Without it they
@@ -720,55 +531,18 @@ impl Context {
         self.flush_dirty();
     }
 
-    /// Flushes every connection listed as dirty, at the loop's now.
-    pub(crate) fn flush_dirty(&mut self) {
-        // Pop rather than take the list, so its capacity is kept: no allocation per turn.
-        // (Flushing never lists a connection again: only submitting does.)
-        while let Some(index) = self.to_flush.pop() {
-            self.flush_conn(index);
-        }
-    }
-
-    pub(crate) fn arm_close_timer(&mut self, index: usize) {
-        let after = self.conns[index].config.close_timeout;
-        self.arm_conn_timer(index, ConnTimer::Close, after);
-    }
-
-    pub(crate) fn arm_connect_timer(&mut self, index: usize) {
-        let after = self.conns[index].config.connect_timeout;
-        self.arm_conn_timer(index, ConnTimer::Connect, after);
-    }
-
-    /// Why an operation on `conn`, which names no connection in the table, fails: how it
-    /// ended while its slot still remembers, else [`Error::UnknownConnection`].
-    pub(crate) fn not_live(&self, conn: ConnId) -> Error {
-        self.gone_record(conn)
-            .map_or(Error::UnknownConnection, |gone| gone.ended.to_error())
-    }
-
-    /// The record of the freed connection `conn`, if its slot holds no other yet.
-    fn gone_record(&self, conn: ConnId) -> Option<&Gone> {
-        self.gone
-            .get(conn.index())
-            .and_then(Option::as_ref)
-            .filter(|gone| gone.id == conn)
-    }
-
-    /// The connection `conn` names, if it is still in the table (an id of a freed connection
-    /// names nothing, even once its slot holds another).
-    pub(crate) fn live(&self, conn: ConnId) -> Option<&Connection<Handlers>> {
-        self.conns.get(conn.index()).filter(|c| c.id == conn)
-    }
-
     /// The connection `conn` names, if it is still in the table.
     pub(crate) fn live_mut(&mut self, conn: ConnId) -> Option<&mut Connection<Handlers>> {
-        self.conns.get_mut(conn.index()).filter(|c| c.id == conn)
+        self.conns
+            .get_mut(conn.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == conn)
     }
 
     /// Reads the clock and makes that the loop's now. Each public method that starts
     /// something timed (a call's deadline, a connect, a close) calls it once on entry, and
     /// `turn` calls it before its flush and again right after the poll; everything below them
-    /// uses the instant read here ([`Self::now_tick`], [`Self::tick_after`]).
+    /// uses the instant read here ([`Self::now_tick`]).
     pub(crate) fn now(&mut self) -> Instant {
         self.now = read_clock();
         self.now
@@ -779,144 +553,10 @@ impl Context {
         self.clock.now_tick(self.now)
     }
 
-    /// The tick at which something due `after` the loop's now may fire (rounded up, so never
-    /// early); saturates for huge durations.
-    pub(crate) fn tick_after(&self, after: Duration) -> u64 {
-        self.now
-            .checked_add(after)
-            .map_or(u64::MAX, |at| self.clock.deadline_tick(at))
-    }
-
-    /// Arms the connection's connect, close or reconnect deadline, replacing the one armed.
-    pub(crate) fn arm_conn_timer(&mut self, index: usize, kind: ConnTimer, after: Duration) {
-        let deadline = self.tick_after(after);
-        let key = self.calls.arm_conn_timer(deadline, index, kind);
-        if let Some(old) = self.conns[index].timer.replace(key) {
-            self.calls.disarm_conn_timer(old);
-        }
-    }
-
-    /// Drops connection `index`'s socket and live state (`Connection::release`), and the
-    /// handlers nothing can reach any more: the message and notification handlers, unless
-    /// messages that arrived before the end still wait to be delivered to them.
-    pub(crate) fn release(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        c.release();
-        if c.undelivered == 0 {
-            c.handlers.release_delivery();
-        }
-    }
-
-    /// Disarms every deadline of the connection.
-    pub(crate) fn cancel_conn_timers(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        for key in [c.timer.take(), c.keepalive_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            self.calls.disarm_conn_timer(key);
-        }
-    }
-
-    /// Runs the state handlers of queued state changes, every queued completion's callback and
-    /// every queued unmatched message's handler, with no internal borrow held: callbacks may
-    /// submit, cancel and close freely. Returns how many ran.
-    pub(crate) fn dispatch(&mut self) -> usize {
-        let mut ran = 0;
-        loop {
-            if let Some(handled) = self.dispatch_state_change() {
-                ran += usize::from(handled);
-            } else if let Some(done) = self.calls.poll_completion() {
-                if let Some(c) = self.live_mut(done.conn) {
-                    c.session.in_flight -= 1;
-                    if matches!(done.result, Err(Error::Timeout)) {
-                        c.session.stats.timeouts += 1;
-                    }
-                }
-                log::trace!("call {} completed", done.id);
-                done.token.complete(self, done.result);
-                ran += 1;
-            } else if let Some(inbound) = self.inbound.pop_front() {
-                ran += usize::from(self.dispatch_inbound(inbound));
-            } else {
-                break;
-            }
-        }
-        self.free_ended();
-        ran
-    }
-
-    /// Frees the connections that are over: they told `Closed`, their socket is gone, and
-    /// nothing of theirs waits to be delivered (messages, completions, subscription events).
-    /// Their slot may then hold a new connection, under the next generation.
-    fn free_ended(&mut self) {
-        let mut i = 0;
-        while i < self.ending.len() {
-            let index = self.ending[i];
-            let c = &self.conns[index];
-            let over = c.released()
-                && c.undelivered == 0
-                && c.session.in_flight == 0
-                && !self.subscriptions.values().any(|s| s.conn == c.id);
-            if !over {
-                i += 1;
-                continue;
-            }
-            self.ending.swap_remove(i);
-            self.cancel_conn_timers(index);
-            let c = self.conns.remove(index);
-            self.gone[index] = Some(Gone {
-                id: c.id,
-                state: c.state(),
-                stats: c.session.stats,
-                ended: c.session.ended.clone().unwrap_or(Ended::Closed),
-            });
-            self.generations[index] = self.generations[index].wrapping_add(1);
-            self.to_flush.retain(|&listed| listed != index);
-            self.to_read.retain(|&listed| listed != index);
-            // Handles see its last state until the slot holds another connection.
-            self.shared.publish_state(c.id, c.state());
-            log::debug!("{}: freed", c.id);
-        }
-    }
-}
-
-impl Context {
-    /// Runs the handler of one inbound message; `false` if none ran.
-    fn dispatch_inbound(&mut self, inbound: Inbound) -> bool {
-        let (index, ran) = match inbound {
-            Inbound::Unmatched(message) => {
-                let index = message.conn().index();
-                (index, self.run_message_handler(message))
-            }
-            Inbound::Notification(notification) => {
-                let index = notification.conn().index();
-                (index, self.route_notification(notification))
-            }
-            Inbound::Subscription(id, event) => return self.run_subscription_handler(id, event),
-        };
-        let c = &mut self.conns[index];
-        c.undelivered -= 1;
-        if c.undelivered == 0 {
-            if c.released() {
-                // Its last message (see `Context::release`).
-                c.handlers.release_delivery();
-            }
-            self.fail_deferred_violation(index);
-        }
-        ran
-    }
-
-    /// Runs the connection's message handler, if it still has one.
-    pub(crate) fn run_message_handler(&mut self, message: Unmatched) -> bool {
-        let index = message.conn().index();
-        let Some(mut handler) = self.conns[index].handlers.message.take() else {
-            return false;
-        };
-        handler(self, message);
-        // Keep a handler the callback installed meanwhile.
-        self.conns[index].handlers.message.get_or_insert(handler);
-        true
+    /// Reads the clock, and returns the new now as a tick.
+    pub(crate) fn now_tick_fresh(&mut self) -> u64 {
+        self.now();
+        self.now_tick()
     }
 }
 

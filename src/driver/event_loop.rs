@@ -62,7 +62,7 @@ impl EventLoop {
         // What was submitted since the last turn leaves first, one write per connection.
         ctx.flush_dirty();
         let busy = !ctx.to_read.is_empty() || !ctx.backlog.is_empty();
-        let timeout = if busy || ctx.calls.completions_len() > 0 {
+        let timeout = if busy || ctx.engine.has_events() {
             Some(Duration::ZERO)
         } else {
             match ctx.next_deadline() {
@@ -91,12 +91,15 @@ impl EventLoop {
             ctx.drain_commands();
         }
         for index in std::mem::take(&mut ctx.to_read) {
-            ctx.conns[index].read_again = false;
+            if let Some(c) = ctx.conns[index].as_mut() {
+                c.read_again = false;
+            }
             ctx.read_frames(index);
             ctx.flush_conn(index);
         }
         let now = ctx.now_tick();
-        ctx.handle_timeouts(now);
+        ctx.engine.handle_timeout(now);
+        ctx.pump();
         let ran = ctx.dispatch();
         ctx.flush_dirty();
         Ok(ran)
@@ -107,16 +110,13 @@ impl EventLoop {
     /// handshake. Dropping the loop does this too.
     pub fn shutdown(&mut self) {
         let ctx = &mut self.ctx;
-        if ctx.shut_down {
+        if ctx.engine.is_shut_down() {
             return;
         }
-        ctx.shut_down = true;
+        let now = ctx.now_tick_fresh();
+        ctx.engine.shutdown(now);
         ctx.shut_down_commands();
-        for index in 0..ctx.conns.capacity() {
-            if ctx.conns.contains(index) {
-                ctx.shut_down_conn(index);
-            }
-        }
+        ctx.pump();
         ctx.dispatch();
     }
 }

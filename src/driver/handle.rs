@@ -274,10 +274,4 @@ impl Context {
             }
         }
     }
-
-    /// Publishes connection `index`'s state for [`Handle::state`].
-    pub(crate) fn publish_state(&self, index: usize) {
-        let c = &self.conns[index];
-        self.shared.publish_state(c.id, c.state());
-    }
 }

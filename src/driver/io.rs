@@ -1,5 +1,7 @@
-//! How readiness moves a connection along: connect, TLS and WebSocket handshakes, open, read,
-//! flush. (How it ends is in `ending.rs`; its deadlines in `conn_timers.rs`.)
+//! How the driver moves a connection's bytes: readiness moves the socket along (connect, TLS
+//! and WebSocket handshakes, read, flush), every outcome goes to the core's engine as an
+//! input, and what the engine asks for (frames to write, sockets to open, close or drop) is
+//! performed by [`Context::pump`].
 //!
 //! Every path reads and writes until `WouldBlock` (mio's readiness is edge-triggered: stop
 //! early and the event may never come again), except that one connection reads at most
@@ -9,25 +11,21 @@
 use std::io::{self, Read, Write};
 use std::mem;
 
-use mio::Token;
-use tungstenite::handshake::client::Request;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use crate::config::ConnectionConfig;
-use crate::core::arena::COPY_LIMIT;
-use crate::core::call_id::CallId;
-use crate::core::correlator::Routed;
-use crate::core::event::StateChange;
+use crate::core::conn_id::ConnId;
 use crate::core::handshake::{Opened, OpeningHandshake, Outcome};
-use crate::core::outbox::Unsent;
-use crate::core::session::ConnTimer;
-use crate::core::unmatched::{Unmatched, UnmatchedReason};
-use crate::driver::conn_timers::millis;
+use crate::core::output::{Incoming, SocketAction, Transmit, Violation};
 use crate::driver::connection::{Socket, write_message};
-use crate::driver::context::{Context, Inbound};
+use crate::driver::context::Context;
 use crate::driver::stream::Stream;
-use crate::error::{DisconnectReason, Error};
+use crate::error::DisconnectReason;
 
 /// Messages one connection may read per turn.
 pub(crate) const READ_BUDGET: usize = 4_096;
@@ -49,17 +47,141 @@ enum Exchange {
 }
 
 impl Context {
+    /// Performs what the engine asks, until it asks nothing more: writes the frames it offers
+    /// into the sockets' buffers, opens, closes and drops sockets, and publishes changed
+    /// states to the handles.
+    pub(crate) fn pump(&mut self) {
+        loop {
+            while let Some((conn, transmit)) = self.engine.poll_transmit() {
+                self.write(conn, transmit);
+            }
+            let Some((conn, action)) = self.engine.poll_action() else {
+                break;
+            };
+            self.perform(conn, action);
+        }
+        while let Some((conn, state)) = self.engine.poll_touched() {
+            self.shared.publish_state(conn, state);
+        }
+    }
+
+    /// Hands one frame to the connection's WebSocket.
+    fn write(&mut self, conn: ConnId, transmit: Transmit) {
+        let index = conn.index();
+        let Some(c) = self.live_mut(conn) else {
+            return;
+        };
+        let Socket::Open(ws) = &mut c.socket else {
+            // The engine offers frames only to an open connection.
+            debug_assert!(false, "{conn}: a frame for a socket that is not open");
+            return;
+        };
+        let (carried, message) = transmit.into_parts();
+        match write_message(ws, message) {
+            Ok(()) => self.wrote(index),
+            Err(tungstenite::Error::WriteBufferFull(message)) => {
+                let transmit = Transmit::from_parts(carried, *message);
+                self.engine.handle_write_refused(conn, transmit);
+                self.wrote(index);
+            }
+            Err(e) => {
+                let now = self.now_tick();
+                let reason = DisconnectReason::from_ws(&e);
+                self.engine.handle_transport_error(now, conn, reason);
+            }
+        }
+    }
+
+    /// Does what the engine asks of a socket.
+    fn perform(&mut self, conn: ConnId, action: SocketAction) {
+        let index = conn.index();
+        let now = self.now_tick();
+        let Some(c) = self.live_mut(conn) else {
+            return;
+        };
+        match action {
+            SocketAction::Connect => self.start_connect(index),
+            SocketAction::Close { code, reason } => {
+                let Socket::Open(ws) = &mut c.socket else {
+                    return;
+                };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                match ws.close(Some(frame)) {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        log::debug!("{conn}: close failed: {e}");
+                        let reason = DisconnectReason::from_ws(&e);
+                        return self.engine.handle_transport_error(now, conn, reason);
+                    }
+                }
+                self.flush_conn(index);
+            }
+            SocketAction::Drop { close } => {
+                if let Socket::Open(ws) = &mut c.socket {
+                    if let Some((code, why)) = close {
+                        let frame = CloseFrame {
+                            code: CloseCode::from(code),
+                            reason: why.into(),
+                        };
+                        // Best effort: the socket is dropped next, whatever got out.
+                        if let Err(e) = ws.close(Some(frame)) {
+                            log::debug!("{conn}: close frame {code} not sent: {e}");
+                        }
+                    }
+                    // Push out what is buffered (an echoed close, the frame above).
+                    let _ = ws.flush();
+                }
+                c.socket = Socket::None;
+                c.broken = false;
+                c.dirty = false;
+                c.read_again = false;
+            }
+        }
+    }
+
+    /// Opens a socket to the connection's peer: the first attempt or a reconnect.
+    fn start_connect(&mut self, index: usize) {
+        let now = self.now_tick();
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        let conn = c.id;
+        let mut stream = match TcpStream::connect(c.addr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let reason = DisconnectReason::connect_failed(&e);
+                return self.engine.handle_transport_error(now, conn, reason);
+            }
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(index), interest)
+        {
+            let reason = DisconnectReason::connect_failed(&e);
+            return self.engine.handle_transport_error(now, conn, reason);
+        }
+        c.socket = Socket::Connecting(stream);
+        c.wants_write = true;
+        c.broken = false;
+    }
+
     /// Moves connection `index` along after a readiness event; `read_closed` when the event
     /// reports the peer's FIN or an error.
     pub(crate) fn handle_ready(&mut self, index: usize, read_closed: bool) {
-        let Some(c) = self.conns.get_mut(index) else {
+        let Some(c) = self.conns.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
         match &mut c.socket {
-            Socket::TlsHandshaking(stream, _) => stream.on_event(read_closed),
+            Socket::TlsHandshaking(stream) => stream.on_event(read_closed),
             Socket::Handshaking(stream, _) => stream.on_event(read_closed),
             Socket::Open(ws) => ws.get_mut().on_event(read_closed),
-            Socket::Connecting(..) | Socket::Gone => {}
+            Socket::Connecting(..) | Socket::None => {}
         }
         match &mut c.socket {
             Socket::Connecting(..) => self.progress_connect(index),
@@ -69,15 +191,28 @@ impl Context {
                 self.read_frames(index);
                 self.flush_conn(index);
             }
-            Socket::Gone => {}
+            Socket::None => {}
+        }
+        self.pump();
+    }
+
+    /// The connection's socket failed before it opened.
+    fn fail_socket(&mut self, index: usize, reason: DisconnectReason) {
+        let now = self.now_tick();
+        if let Some(c) = self.conns[index].as_mut() {
+            c.socket = Socket::None;
+            let conn = c.id;
+            self.engine.handle_transport_error(now, conn, reason);
         }
     }
 
     /// Finishes a non-blocking connect as mio's `TcpStream::connect` documents: the socket
     /// reports writable, `take_error` is clear and `peer_addr` succeeds.
     fn progress_connect(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        let Socket::Connecting(stream, _) = &c.socket else {
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        let Socket::Connecting(stream) = &c.socket else {
             return;
         };
         let failed = match stream.take_error() {
@@ -89,60 +224,69 @@ impl Context {
             },
         };
         if let Some(e) = failed {
-            return self.fail(index, DisconnectReason::connect_failed(&e));
+            return self.fail_socket(index, DisconnectReason::connect_failed(&e));
         }
-        let Socket::Connecting(stream, request) = mem::replace(&mut c.socket, Socket::Gone) else {
+        let Socket::Connecting(stream) = mem::replace(&mut c.socket, Socket::None) else {
             unreachable!()
         };
-        if c.config.nodelay {
+        let conn = c.id;
+        if self
+            .engine
+            .config(conn)
+            .is_some_and(|config| config.nodelay)
+        {
             if let Err(e) = stream.set_nodelay(true) {
-                log::debug!("connection {index}: TCP_NODELAY not set: {e}");
+                log::debug!("{conn}: TCP_NODELAY not set: {e}");
             }
         }
         let Some(tls) = &c.tls else {
-            log::debug!("connection {index}: TCP connected, handshaking");
-            return self.start_handshake(index, Stream::new(stream), request);
+            log::debug!("{conn}: TCP connected, handshaking");
+            return self.start_handshake(index, Stream::new(stream));
         };
         // wss://: a fresh TLS session for every attempt (a reconnect too).
         match tls.session() {
             Ok(session) => {
-                log::debug!("connection {index}: TCP connected, TLS handshaking");
-                c.socket = Socket::TlsHandshaking(Stream::with_tls(stream, session), request);
+                log::debug!("{conn}: TCP connected, TLS handshaking");
+                c.socket = Socket::TlsHandshaking(Stream::with_tls(stream, session));
                 self.progress_tls(index);
             }
-            Err(reason) => self.fail(index, reason),
+            Err(reason) => self.fail_socket(index, reason),
         }
     }
 
     /// Moves a TLS handshake along; once it is done, starts the WebSocket handshake over it.
     fn progress_tls(&mut self, index: usize) {
-        let c = &mut self.conns[index];
-        let Socket::TlsHandshaking(stream, _) = &mut c.socket else {
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        let Socket::TlsHandshaking(stream) = &mut c.socket else {
             return;
         };
         match stream.tls_handshake() {
             Ok(false) => {} // waits for the server
             Ok(true) => {
-                let Socket::TlsHandshaking(stream, request) =
-                    mem::replace(&mut c.socket, Socket::Gone)
+                let Socket::TlsHandshaking(stream) = mem::replace(&mut c.socket, Socket::None)
                 else {
                     unreachable!()
                 };
-                log::debug!("connection {index}: TLS established, handshaking");
-                self.start_handshake(index, stream, request);
+                log::debug!("{}: TLS established, handshaking", c.id);
+                self.start_handshake(index, stream);
             }
-            Err(reason) => self.fail(index, reason),
+            Err(reason) => self.fail_socket(index, reason),
         }
     }
 
     /// Starts the WebSocket opening handshake over `stream`.
-    fn start_handshake(&mut self, index: usize, stream: Stream, request: Box<Request>) {
-        match OpeningHandshake::new(*request) {
+    fn start_handshake(&mut self, index: usize, stream: Stream) {
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
+        match OpeningHandshake::new((*c.request).clone()) {
             Ok(handshake) => {
-                self.conns[index].socket = Socket::Handshaking(stream, Box::new(handshake));
+                c.socket = Socket::Handshaking(stream, Box::new(handshake));
                 self.progress_handshake(index);
             }
-            Err(why) => self.fail(index, DisconnectReason::Handshake(why.into())),
+            Err(why) => self.fail_socket(index, DisconnectReason::Handshake(why.into())),
         }
     }
 
@@ -150,7 +294,9 @@ impl Context {
     /// once the core accepts the server's response, fails it once the core refuses it.
     fn progress_handshake(&mut self, index: usize) {
         let registry = self.poll.registry();
-        let c = &mut self.conns[index];
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
         let Socket::Handshaking(stream, handshake) = &mut c.socket else {
             return;
         };
@@ -160,226 +306,160 @@ impl Context {
             }
             // Not established yet: no close frame is due (RFC 6455 §7.1.7), the TCP
             // connection is dropped with the socket.
-            Exchange::Failed(reason) => self.fail(index, reason),
+            Exchange::Failed(reason) => self.fail_socket(index, reason),
             Exchange::Open(opened) => {
-                let Socket::Handshaking(stream, _) = mem::replace(&mut c.socket, Socket::Gone)
+                let Socket::Handshaking(stream, _) = mem::replace(&mut c.socket, Socket::None)
                 else {
                     unreachable!()
                 };
+                let conn = c.id;
                 if let Some(protocol) = opened.response.headers().get("Sec-WebSocket-Protocol") {
-                    log::debug!("connection {index}: subprotocol {protocol:?} selected");
+                    log::debug!("{conn}: subprotocol {protocol:?} selected");
                 }
+                let Some(config) = self.engine.config(conn) else {
+                    return;
+                };
                 let ws = WebSocket::from_partially_read(
                     stream,
                     opened.tail,
                     Role::Client,
-                    Some(ws_config(&c.config)),
+                    Some(ws_config(config)),
                 );
-                self.on_open(index, ws);
+                c.socket = Socket::Open(Box::new(ws));
+                self.on_open(index);
             }
         }
     }
 
-    /// The handshake is done: write the calls that waited, then read what already arrived
-    /// (the server may have sent messages right behind its handshake response).
-    fn on_open(&mut self, index: usize, ws: WebSocket<Stream>) {
+    /// The handshake is done: the engine offers what waited (written now), then what already
+    /// arrived is read (the server may have sent messages right behind its handshake
+    /// response).
+    fn on_open(&mut self, index: usize) {
         let now = self.now_tick();
-        let c = &mut self.conns[index];
-        if let Some(timer) = c.timer.take() {
-            self.calls.disarm_conn_timer(timer);
-        }
-        c.socket = Socket::Open(Box::new(ws));
-        let ping = c
-            .config
-            .ping_interval
-            .map(|interval| (millis(interval), millis(c.config.pong_timeout)));
-        if let Some(at) = c.session.handle_open(now, ping) {
-            c.keepalive_timer = Some(self.calls.arm_conn_timer(at, index, ConnTimer::Keepalive));
-        }
-        self.change_state(index, StateChange::Open);
-        let c = &mut self.conns[index];
-        log::debug!(
-            "connection {index}: {} queued calls and messages",
-            c.session.outbox.len()
-        );
-        let Socket::Open(ws) = &mut c.socket else {
-            unreachable!()
+        let Some(conn) = self.conns[index].as_ref().map(|c| c.id) else {
+            return;
         };
-        let mut failure = None;
-        // The calls the frame being written carries; one buffer for the whole drain.
-        let mut calls: Vec<CallId> = Vec::new();
-        while let Some(unsent) = c.session.outbox.pop() {
-            // The calls a frame carries are written as it is handed over, all of a batch
-            // together: from here on they fail with `Disconnected` if the connection drops.
-            calls.clear();
-            let message = match unsent {
-                Unsent::Call { id, frame } => {
-                    if !self.calls.handle_written(id) {
-                        continue; // completed while it waited
-                    }
-                    calls.push(id);
-                    Message::Text(frame.into())
-                }
-                Unsent::Batch { ids, frame } => {
-                    let calls_table = &mut self.calls;
-                    calls.extend(
-                        ids.iter()
-                            .copied()
-                            .filter(|&id| calls_table.handle_written(id)),
-                    );
-                    if calls.is_empty() {
-                        continue; // cancelled or timed out while it waited
-                    }
-                    Message::Text(frame.into())
-                }
-                Unsent::Message(message) => message.into_ws(),
-            };
-            let is_call = !calls.is_empty();
-            match write_message(ws, message) {
-                Ok(()) if is_call => c.session.stats.requests_sent += calls.len() as u64,
-                Ok(()) => c.session.stats.messages_sent += 1,
-                Err(tungstenite::Error::WriteBufferFull(_)) if is_call => {
-                    for &id in &calls {
-                        self.calls.handle_failure(id, Error::Busy);
-                    }
-                }
-                Err(tungstenite::Error::WriteBufferFull(_)) => {
-                    log::warn!("connection {index}: write buffer full, message dropped");
-                }
-                Err(e) => {
-                    // Handed over, so counted as sent (as a call written on an open
-                    // connection is): they fail with `Disconnected`, whatever got out.
-                    c.session.stats.requests_sent += calls.len() as u64;
-                    failure = Some(DisconnectReason::from_ws(&e));
-                    break;
-                }
-            }
-        }
-        if let Some(reason) = failure {
-            return self.fail(index, reason);
-        }
-        self.resubscribe(index);
+        self.engine.handle_connected(now, conn);
+        self.pump();
         self.read_frames(index);
         self.flush_conn(index);
     }
 
-    /// Reads messages until the socket would block (or the budget runs out), matching each.
+    /// Reads messages until the socket would block (or the budget runs out), handing each to
+    /// the engine.
     pub(crate) fn read_frames(&mut self, index: usize) {
-        let conn = self.conns[index].id;
-        if self.conns[index].violation.is_some() {
-            return; // nothing after a violation is read (see `on_violation`)
-        }
+        let now = self.now_tick();
         for _ in 0..READ_BUDGET {
-            let c = &mut self.conns[index];
+            let Some(c) = self.conns[index].as_mut() else {
+                return;
+            };
+            let conn = c.id;
             let Socket::Open(ws) = &mut c.socket else {
                 return;
             };
-            let message = match ws.read() {
-                Ok(message) => message,
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return self.finish(index);
-                }
-                Err(e) => return self.on_violation(index, e),
-            };
-            if let Some(keepalive) = &mut c.session.keepalive {
-                keepalive.handle_received();
+            if c.broken {
+                return; // nothing after a violation is read
             }
-            let unmatched = match message {
-                Message::Text(text) => {
-                    c.session.stats.messages_received += 1;
-                    // Release tungstenite's read buffer at once (see `FrameArena`).
-                    let text = match text {
-                        small if small.len() <= COPY_LIMIT => self.arena.copy(&small),
-                        large => large,
-                    };
-                    let stats = &mut c.session.stats;
-                    let mut stray = |reason| stats.count_unmatched(reason);
-                    match self.calls.handle_frame(
-                        conn,
-                        &*c.config.codec,
-                        c.config.max_nesting_depth,
-                        text,
-                        &mut stray,
-                    ) {
-                        Routed::Answered(calls) => {
-                            c.session.stats.answers += calls;
-                            continue;
-                        }
-                        Routed::Unmatched(reason, text) => Unmatched::text(conn, reason, text),
-                        Routed::Notification(notification) => {
-                            // Routed when dispatched, after the completions of this turn: a
-                            // subscription's first items may arrive with its subscribe answer.
-                            c.undelivered += 1;
-                            self.inbound.push_back(Inbound::Notification(notification));
-                            continue;
-                        }
-                    }
-                }
-                Message::Binary(data) => {
-                    c.session.stats.messages_received += 1;
-                    Unmatched::binary(conn, data)
-                }
-                Message::Close(frame) => {
+            let incoming = match ws.read() {
+                Ok(Message::Text(text)) => Incoming::Text(text),
+                Ok(Message::Binary(data)) => Incoming::Binary(data),
+                Ok(Message::Close(frame)) => {
                     // RFC 6455 §5.5.1: tungstenite has queued our close reply; keep reading
                     // until the server closes the TCP connection.
                     let (code, reason) = frame.map_or((1005, "".into()), |f| {
                         (u16::from(f.code), f.reason.as_str().into())
                     });
-                    log::debug!("connection {index}: peer closed with {code}");
-                    self.on_peer_close(index, DisconnectReason::PeerClosed { code, reason });
-                    continue;
+                    Incoming::Close { code, reason }
                 }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Incoming::Control,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return self.engine.handle_transport_closed(now, conn);
+                }
+                Err(e) => {
+                    c.broken = true;
+                    let violation = violation_of(&e);
+                    let reason = DisconnectReason::from_ws(&e);
+                    return self.engine.handle_violation(now, conn, violation, reason);
+                }
             };
-            self.on_unmatched(index, unmatched);
+            self.engine.handle_message(now, conn, incoming);
         }
-        let c = &mut self.conns[index];
-        if !c.read_again {
-            c.read_again = true;
-            self.to_read.push(index);
+        if let Some(c) = self.conns[index].as_mut() {
+            if !c.read_again {
+                c.read_again = true;
+                self.to_read.push(index);
+            }
         }
     }
 
-    pub(crate) fn on_unmatched(&mut self, index: usize, message: Unmatched) {
-        let c = &mut self.conns[index];
-        c.session.stats.count_unmatched(message.reason());
-        if c.handlers.message.is_some() {
-            c.undelivered += 1;
-            self.inbound.push_back(Inbound::Unmatched(message));
-        } else if log::log_enabled!(log::Level::Debug) {
-            let reason = message.reason();
-            match message.as_text() {
-                Some(text) if reason != UnmatchedReason::Binary => {
-                    let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-                    log::debug!(
-                        "connection {index}: unmatched message ({reason}): {}",
-                        &text[..cut]
-                    );
-                }
-                _ => log::debug!("connection {index}: unmatched message ({reason})"),
+    /// After a frame was written into a connection's buffer: list the connection to flush, so
+    /// that every call submitted in one turn (or between two turns) leaves in one write.
+    pub(crate) fn wrote(&mut self, index: usize) {
+        if let Some(c) = self.conns[index].as_mut() {
+            if !c.dirty {
+                c.dirty = true;
+                self.to_flush.push(index);
+            }
+        }
+    }
+
+    /// Flushes every connection listed as dirty, and writes what that let the engine offer.
+    pub(crate) fn flush_dirty(&mut self) {
+        loop {
+            // Pop rather than take the list, so its capacity is kept: no allocation per turn.
+            while let Some(index) = self.to_flush.pop() {
+                self.flush_conn(index);
+            }
+            self.pump();
+            if self.to_flush.is_empty() {
+                return;
             }
         }
     }
 
     /// Writes out what waits in the connection's buffer; asks for WRITABLE while some remains.
     pub(crate) fn flush_conn(&mut self, index: usize) {
+        let now = self.now_tick();
         let registry = self.poll.registry();
-        let c = &mut self.conns[index];
+        let Some(c) = self.conns[index].as_mut() else {
+            return;
+        };
         c.dirty = false;
+        let conn = c.id;
         let Socket::Open(ws) = &mut c.socket else {
             return;
         };
         match ws.flush() {
-            Ok(()) => c.set_interest(registry, Token(index), false),
+            Ok(()) => {
+                c.set_interest(registry, Token(index), false);
+                self.engine.handle_writable(conn);
+            }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 c.set_interest(registry, Token(index), true);
             }
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                self.finish(index);
+                self.engine.handle_transport_closed(now, conn);
             }
-            Err(e) => self.fail(index, DisconnectReason::from_ws(&e)),
+            Err(e) => {
+                let reason = DisconnectReason::from_ws(&e);
+                self.engine.handle_transport_error(now, conn, reason);
+            }
         }
+    }
+}
+
+/// What tungstenite's refusal of what the peer sent stands for (RFC 6455 §7.1.7: the close
+/// code it calls for is the engine's to send).
+fn violation_of(e: &tungstenite::Error) -> Violation {
+    match e {
+        tungstenite::Error::Capacity(_) => Violation::TooBig,
+        tungstenite::Error::Utf8(_) => Violation::Utf8,
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Violation::Reset
+        }
+        tungstenite::Error::Protocol(_) => Violation::Protocol,
+        _ => Violation::Reset,
     }
 }
 

@@ -5,17 +5,14 @@
 
 mod batch;
 pub(crate) mod call_slot;
-mod conn_timers;
 pub(crate) mod connection;
 pub(crate) mod context;
-mod ending;
+mod dispatch;
 pub(crate) mod event_loop;
 pub(crate) mod handle;
 mod io;
 mod mailbox;
-mod reconnect;
 mod send;
-pub(crate) mod state_change;
 mod stream;
 pub(crate) mod subscription;
 pub(crate) mod subscription_queue;

@@ -4,11 +4,9 @@ use serde::Serialize;
 
 use crate::core::conn_id::ConnId;
 use crate::core::message::Message;
-use crate::core::outbox::Unsent;
 use crate::core::request::Request;
-use crate::driver::connection::{Socket, write_message};
 use crate::driver::context::Context;
-use crate::error::{DisconnectReason, Error};
+use crate::error::Error;
 
 impl Context {
     /// Sends a message as it is, with no correlation id and no answer expected: for protocols
@@ -51,55 +49,13 @@ impl Context {
     /// full, up to [`ConnectionConfig::max_write_buffer`](crate::ConnectionConfig);
     /// [`Error::Closed`], [`Error::NotSent`] or [`Error::Handshake`] if the connection has
     /// ended (as [`submit`](Self::submit) would fail); [`Error::UnknownConnection`];
-    /// [`Error::Shutdown`] once the loop shuts down. One exception: [`Error::Disconnected`]
-    /// when writing it failed the connection, in which case part of it may have left.
+    /// [`Error::Shutdown`] once the loop shuts down. A write that fails the connection after
+    /// the message was accepted is the connection's failure, told to its state handler.
     pub fn send(&mut self, conn: ConnId, message: impl Into<Message>) -> Result<(), Error> {
-        self.now();
-        if self.shut_down {
-            return Err(Error::Shutdown);
-        }
-        let message = message.into();
-        let index = conn.index();
-        if self.live(conn).is_none() {
-            return Err(self.not_live(conn));
-        }
-        let c = &mut self.conns[index];
-        if let Some(ended) = &c.session.ended {
-            return Err(ended.to_error());
-        }
-        let size = message.len();
-        if size > c.config.max_message_size {
-            let limit = c.config.max_message_size;
-            return Err(Error::TooLarge { size, limit });
-        }
-        if !c.writes_now() {
-            let calls = &self.calls;
-            if !c
-                .session
-                .outbox
-                .admits(size, c.config.max_write_buffer, |id| calls.is_queued(id))
-            {
-                return Err(Error::Busy);
-            }
-            c.session.outbox.push(Unsent::Message(message), size);
-            return Ok(());
-        }
-        let Socket::Open(ws) = &mut c.socket else {
-            unreachable!("writes_now implies an open socket");
-        };
-        match write_message(ws, message.into_ws()) {
-            Ok(()) => {
-                c.session.stats.messages_sent += 1;
-                self.wrote(index);
-                Ok(())
-            }
-            Err(tungstenite::Error::WriteBufferFull(_)) => Err(Error::Busy),
-            Err(e) => {
-                let reason = DisconnectReason::from_ws(&e);
-                self.fail(index, reason.clone());
-                Err(Error::Disconnected(reason))
-            }
-        }
+        let now = self.now_tick_fresh();
+        self.engine.send(now, conn, message.into())?;
+        self.pump();
+        Ok(())
     }
 }
 
@@ -126,14 +82,9 @@ impl Context {
     ) -> Result<(), Error> {
         let payload =
             serde_json::to_string(&Request::new(method, params)).map_err(Error::Encode)?;
-        let Some(c) = self.live(conn) else {
-            return Err(self.not_live(conn));
-        };
-        let codec = c.config.codec.clone();
-        let mut frame = String::new();
-        codec
-            .encode_notification(&payload, &mut frame)
-            .map_err(|e| Error::Encode(serde::ser::Error::custom(e)))?;
-        self.send(conn, Message::Text(frame))
+        let now = self.now_tick_fresh();
+        self.engine.notify(now, conn, &payload)?;
+        self.pump();
+        Ok(())
     }
 }
