@@ -246,6 +246,42 @@ impl<T> Engine<T> {
         self.now = self.now.max(now);
     }
 
+    /// The simulator's check of the engine's bounds and counts: each connection's calls
+    /// within `max_in_flight` and its outbox within `max_write_buffer`, and every pending or
+    /// undispatched call counted on its connection.
+    #[cfg(test)]
+    pub(crate) fn check_bounds(&self) -> Result<(), String> {
+        let mut counted = 0;
+        for (_, s) in &self.sessions {
+            if s.in_flight > s.config.max_in_flight {
+                let max = s.config.max_in_flight;
+                return Err(format!(
+                    "{}: {} calls in flight, over {max}",
+                    s.id, s.in_flight
+                ));
+            }
+            if s.outbox.bytes() > s.config.max_write_buffer {
+                let max = s.config.max_write_buffer;
+                let bytes = s.outbox.bytes();
+                return Err(format!("{}: {bytes} bytes queued, over {max}", s.id));
+            }
+            counted += s.in_flight;
+        }
+        // A batch's calls count on their connection until the batch completes whole.
+        let gathered: usize = self
+            .batches
+            .iter()
+            .map(|(_, gather)| gather.results.len() - gather.missing)
+            .sum();
+        let pending = self.calls.pending_len() + self.undispatched + gathered;
+        if counted != pending {
+            return Err(format!(
+                "{pending} calls pending, {counted} counted on connections"
+            ));
+        }
+        Ok(())
+    }
+
     // ---- B. Inputs from the network and the clock ----------------------------------------
 
     /// The socket is open: TCP, TLS and the WebSocket opening handshake are done.

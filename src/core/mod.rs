@@ -28,6 +28,8 @@ pub(crate) mod pending;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod session;
+#[cfg(test)]
+pub(crate) mod sim;
 pub(crate) mod subscription;
 #[cfg(test)]
 pub(crate) mod test_rng;
