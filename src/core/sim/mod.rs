@@ -22,6 +22,7 @@ mod checker;
 #[allow(unsafe_code)]
 mod heap;
 mod peer;
+mod random;
 
 mod scenarios;
 
