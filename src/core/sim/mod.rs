@@ -23,7 +23,6 @@ mod checker;
 mod heap;
 mod peer;
 mod random;
-
 mod scenarios;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
