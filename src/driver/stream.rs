@@ -229,3 +229,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "tls_stream_tests.rs"]
+mod tls_tests;
