@@ -26,8 +26,9 @@
 //! Invariants (the simulator's checker asserts them after every step):
 //! - A pending call leaves the table in exactly one place (`Correlator::complete`), which
 //!   queues its one completion; a batch's calls complete as one event, in request order.
-//! - A connection ends in exactly one place per way ([`Engine::fail`] for a loss, `close`,
-//!   the peer's close, `shutdown`), and [`CallsEnd::fate`] decides each call's error.
+//! - A connection ends (or is interrupted, to come back) in exactly one place,
+//!   [`Engine::end`], whichever way it ends ([`Ending`]); [`CallsEnd::fate`] decides each
+//!   call's error there.
 //! - Each subscription gets exactly one `Ended`, and nothing after it.
 //! - State changes follow [`Lifecycle`](super::lifecycle::Lifecycle)'s grammar; `Closed` is a
 //!   connection's last state event, and `Released` its last event.
@@ -96,6 +97,19 @@ enum Entry<T> {
     },
     /// The connection is over: freed when reached, then told as `Event::Released`.
     Released(ConnId),
+}
+
+/// How a connection ends, or is interrupted, for [`Engine::end`].
+#[derive(Debug)]
+enum Ending {
+    /// Closed by this side: the close handshake if it is open.
+    Closed,
+    /// The peer's close frame.
+    PeerClosed(DisconnectReason),
+    /// Lost: a transport error, a timeout, a violation (with the close frame it calls for).
+    Lost(DisconnectReason, Option<(u16, &'static str)>),
+    /// The loop shuts down.
+    Shutdown,
 }
 
 /// What is kept of a freed connection until its slot holds another: enough to say what became
@@ -237,7 +251,7 @@ impl<T> Engine<T> {
     /// The slot of a session that may still take input (not released).
     fn active(&self, conn: ConnId) -> Option<usize> {
         self.session(conn)
-            .filter(|s| s.stage != Stage::Released)
+            .filter(|s| !matches!(s.stage, Stage::Released(_)))
             .map(|_| conn.index())
     }
 
@@ -291,7 +305,7 @@ impl<T> Engine<T> {
             return;
         };
         let s = &mut self.sessions[index];
-        if s.stage != Stage::Connecting || s.ended.is_some() {
+        if s.stage != Stage::Connecting {
             return;
         }
         if let Some(key) = s.timer.take() {
@@ -318,7 +332,7 @@ impl<T> Engine<T> {
         let Some(s) = self.sessions.get_mut(index).filter(|s| s.id == conn) else {
             return;
         };
-        if s.violated || s.stage == Stage::Released {
+        if s.violated || matches!(s.stage, Stage::Released(_)) {
             return; // nothing the peer sends after a violation counts
         }
         if let Some(keepalive) = &mut s.keepalive {
@@ -365,7 +379,10 @@ impl<T> Engine<T> {
             Incoming::Control => {}
             Incoming::Close { code, reason } => {
                 log::debug!("{conn}: peer closed with {code}");
-                self.on_peer_close(index, DisconnectReason::PeerClosed { code, reason });
+                self.end(
+                    index,
+                    Ending::PeerClosed(DisconnectReason::PeerClosed { code, reason }),
+                );
             }
         }
     }
@@ -379,7 +396,7 @@ impl<T> Engine<T> {
     ) {
         self.at(now);
         if let Some(index) = self.active(conn) {
-            self.fail(index, reason, None);
+            self.end(index, Ending::Lost(reason, None));
         }
     }
 
@@ -401,9 +418,9 @@ impl<T> Engine<T> {
             return;
         }
         s.violated = true;
-        if s.ended.is_some() {
+        if s.ended().is_some() {
             // During our close handshake: nothing is owed to the peer any more.
-            return self.fail(index, reason, None);
+            return self.end(index, Ending::Lost(reason, None));
         }
         self.events.push_back(Entry::Violation {
             conn,
@@ -418,11 +435,11 @@ impl<T> Engine<T> {
         let Some(index) = self.active(conn) else {
             return;
         };
-        if self.sessions[index].ended.is_none() {
-            return self.fail(index, DisconnectReason::Reset, None);
-        }
+        let Stage::Closing(ended) = self.sessions[index].stage.clone() else {
+            return self.end(index, Ending::Lost(DisconnectReason::Reset, None));
+        };
         log::debug!("{conn}: socket closed");
-        self.release(index);
+        self.release(index, ended);
     }
 
     /// The socket refused `transmit` (its buffer is full): it goes back first in line, still
@@ -477,11 +494,15 @@ impl<T> Engine<T> {
                 _ => s.timer = None,
             }
             match kind {
-                ConnTimer::Connect => self.fail(index, DisconnectReason::ConnectTimeout, None),
+                ConnTimer::Connect => {
+                    self.end(index, Ending::Lost(DisconnectReason::ConnectTimeout, None));
+                }
                 ConnTimer::Close => {
                     log::debug!("{}: close timeout, dropping the socket", s.id);
-                    self.drop_socket(index, None);
-                    self.release(index);
+                    if let Stage::Closing(ended) = s.stage.clone() {
+                        self.drop_socket(index, None);
+                        self.release(index, ended);
+                    }
                 }
                 ConnTimer::Reconnect => self.reconnect(index),
                 ConnTimer::Keepalive => self.keepalive_due(index, now),
@@ -622,7 +643,7 @@ impl<T> Engine<T> {
         };
         let calls = &self.calls;
         let s = &mut self.sessions[index];
-        if let Some(ended) = &s.ended {
+        if let Some(ended) = s.ended() {
             return Err(ended.to_error());
         }
         let size = message.len();
@@ -680,44 +701,14 @@ impl<T> Engine<T> {
     /// subscriptions end. Closing an ended connection does nothing.
     pub(crate) fn close(&mut self, now: u64, conn: ConnId) -> Result<(), Error> {
         self.at(now);
-        let Some(index) = self.session(conn).map(|_| conn.index()) else {
-            return match self.gone_record(conn) {
-                Some(_) => Ok(()),
-                None => Err(Error::UnknownConnection),
-            };
-        };
-        if self.sessions[index].ended.is_some() {
-            return Ok(());
+        match self.session(conn) {
+            Some(_) => {
+                self.end(conn.index(), Ending::Closed);
+                Ok(())
+            }
+            None if self.gone_record(conn).is_some() => Ok(()),
+            None => Err(Error::UnknownConnection),
         }
-        self.cancel_timers(index);
-        let s = &mut self.sessions[index];
-        s.ended = Some(Ended::Closed);
-        s.keepalive = None;
-        s.outbox.clear();
-        let open = s.stage == Stage::Open;
-        self.end_calls(index, &CallsEnd::Over(&Ended::Closed), None, || {
-            Error::Closed
-        });
-        if open {
-            // RFC 6455 §7.4.1: 1000 indicates a normal closure.
-            self.sessions[index].stage = Stage::Closing;
-            let close = SocketAction::Close {
-                code: 1000,
-                reason: "",
-            };
-            self.actions.push_back((conn, close));
-            let after = self.sessions[index].config.close_timeout;
-            self.arm(index, ConnTimer::Close, after);
-        } else {
-            // Not open: there is no WebSocket to close, only a socket to drop.
-            self.drop_socket(index, None);
-        }
-        self.flush_sub_events();
-        self.change_state(index, StateChange::Closed);
-        if !open {
-            self.release(index);
-        }
-        Ok(())
     }
 
     /// Sets that notifications of `method` on `conn` go to a handler
@@ -846,19 +837,11 @@ impl<T> Engine<T> {
         let live: Vec<usize> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.stage != Stage::Released)
+            .filter(|(_, s)| !matches!(s.stage, Stage::Released(_)))
             .map(|(index, _)| index)
             .collect();
         for index in live {
-            self.cancel_timers(index);
-            self.end_calls(index, &CallsEnd::Shutdown, None, || Error::Shutdown);
-            self.drop_socket(index, None);
-            self.flush_sub_events();
-            if self.sessions[index].ended.is_none() {
-                self.sessions[index].ended = Some(Ended::Closed);
-                self.change_state(index, StateChange::Closed);
-            }
-            self.release(index);
+            self.end(index, Ending::Shutdown);
         }
         self.subs.clear();
     }
@@ -937,7 +920,7 @@ impl<T> Engine<T> {
                     reason,
                 } => {
                     if let Some(index) = self.active(conn) {
-                        self.fail(index, reason, violation.close_frame());
+                        self.end(index, Ending::Lost(reason, violation.close_frame()));
                     }
                 }
                 Entry::Released(conn) => {
@@ -974,7 +957,7 @@ impl<T> Engine<T> {
         let Some(s) = self.session(conn) else {
             return Err(self.not_live(conn));
         };
-        if let Some(ended) = &s.ended {
+        if let Some(ended) = s.ended() {
             return Err(ended.to_error());
         }
         if s.in_flight + n > s.config.max_in_flight || !self.calls.has_room_for(n) {
@@ -1282,28 +1265,45 @@ impl<T> Engine<T> {
         }
     }
 
-    /// Session `index` is lost, or could not be opened: the socket is dropped (after `close`,
-    /// if a violation calls for a close frame). Calls already written fail with
-    /// `Disconnected` (the server may have acted on them: they are never re-sent). Then, with
-    /// a reconnect policy and attempts left, the calls not yet written wait for the next
-    /// connection; otherwise they fail too and the connection ends.
-    fn fail(&mut self, index: usize, reason: DisconnectReason, close: Option<(u16, &'static str)>) {
+    /// The one place a connection ends, or is interrupted, whichever way ([`Ending`]):
+    /// timers disarmed, the socket closed or dropped, each call's fate decided by
+    /// [`CallsEnd::fate`], the subscriptions interrupted or ended, and the state changes told.
+    ///
+    /// Lost (or closed by the peer) under a reconnect policy with attempts left, the
+    /// connection is interrupted, not ended: written calls fail with `Disconnected` (the
+    /// server may have acted on them: they are never re-sent), unwritten ones wait for the
+    /// next connection. Otherwise it ends: unwritten calls fail too, and the session is
+    /// released, or closing while a close handshake runs.
+    fn end(&mut self, index: usize, ending: Ending) {
+        match (self.sessions[index].stage.clone(), &ending) {
+            (Stage::Released(_), _) => return,
+            // The answer to our own close, or a second close: the handshake goes on.
+            (Stage::Closing(_), Ending::Closed | Ending::PeerClosed(_)) => return,
+            // It had ended: only the socket was left.
+            (Stage::Closing(ended), Ending::Lost(..) | Ending::Shutdown) => {
+                self.drop_socket(index, None);
+                return self.release(index, ended);
+            }
+            _ => {}
+        }
         self.cancel_timers(index);
-        self.drop_socket(index, close);
         let now = self.now;
         let s = &mut self.sessions[index];
-        s.keepalive = None;
+        let was_open = s.stage == Stage::Open;
         s.blocked = false;
         s.violated = false;
-        if s.ended.is_some() {
-            // Ended before (a close handshake was under way): only the socket was left.
-            return self.release(index);
-        }
+        let (reason, close) = match &ending {
+            Ending::PeerClosed(reason) => (Some(reason.clone()), None),
+            Ending::Lost(reason, close) => (Some(reason.clone()), *close),
+            Ending::Closed | Ending::Shutdown => (None, None),
+        };
         let had_policy = s.reconnects();
-        let next = s.handle_loss(now);
-        if let Some((attempt, delay)) = next {
-            let end = CallsEnd::Interrupted(&reason);
-            self.end_calls(index, &end, Some(&reason), || {
+        s.keepalive = None;
+        let comeback = reason.as_ref().and_then(|_| s.handle_loss(now));
+        if let (Some(reason), Some((attempt, delay))) = (&reason, comeback) {
+            self.drop_socket(index, close);
+            let end = CallsEnd::Interrupted(reason);
+            self.end_calls(index, &end, Some(reason), || {
                 Error::Disconnected(reason.clone())
             });
             self.sessions[index].stage = Stage::Reconnecting;
@@ -1313,56 +1313,61 @@ impl<T> Engine<T> {
             self.flush_sub_events();
             return;
         }
-        if had_policy {
-            log::warn!("{}: out of reconnect attempts, giving up", s.id);
+        if had_policy && reason.is_some() {
+            log::warn!(
+                "{}: out of reconnect attempts, giving up",
+                self.sessions[index].id
+            );
         }
-        let ended = Ended::Disconnected(reason.clone());
-        self.end_calls(index, &CallsEnd::Over(&ended), None, || {
-            Error::Disconnected(reason.clone())
+        let ended = reason.clone().map_or(Ended::Closed, Ended::Disconnected);
+        let calls = match ending {
+            Ending::Shutdown => CallsEnd::Shutdown,
+            _ => CallsEnd::Over(&ended),
+        };
+        self.sessions[index].outbox.clear();
+        self.end_calls(index, &calls, None, || match (&ending, &reason) {
+            (Ending::Shutdown, _) => Error::Shutdown,
+            (_, Some(reason)) => Error::Disconnected(reason.clone()),
+            (_, None) => Error::Closed,
         });
-        let s = &mut self.sessions[index];
-        s.ended = Some(ended);
-        s.outbox.clear();
-        self.change_state(index, StateChange::Disconnected(reason));
+        // The socket: a close handshake (ours, or the peer's that tungstenite answers), or
+        // dropped.
+        let handshake = match ending {
+            Ending::Closed if was_open => {
+                // RFC 6455 §7.4.1: 1000 indicates a normal closure.
+                let action = SocketAction::Close {
+                    code: 1000,
+                    reason: "",
+                };
+                self.actions.push_back((self.sessions[index].id, action));
+                true
+            }
+            Ending::PeerClosed(_) => true,
+            Ending::Closed | Ending::Lost(..) | Ending::Shutdown => {
+                self.drop_socket(index, close);
+                false
+            }
+        };
+        if handshake {
+            let s = &mut self.sessions[index];
+            s.stage = Stage::Closing(ended.clone());
+            let after = s.config.close_timeout;
+            self.arm(index, ConnTimer::Close, after);
+        }
+        if let Some(reason) = reason {
+            self.change_state(index, StateChange::Disconnected(reason));
+        }
         self.flush_sub_events();
         self.change_state(index, StateChange::Closed);
-        self.release(index);
-    }
-
-    /// The peer sent a close frame. Its calls fail now; the socket stays until the close
-    /// handshake ends (or the close timeout), unless the connection is to come back: then the
-    /// driver pushes out tungstenite's echo of the close and drops the socket, which RFC 6455
-    /// §7.1.1 allows once both close frames have been sent.
-    fn on_peer_close(&mut self, index: usize, reason: DisconnectReason) {
-        let s = &mut self.sessions[index];
-        if s.ended.is_some() {
-            return; // the answer to our own close
+        if !handshake {
+            self.release(index, ended);
         }
-        if s.reconnects() {
-            return self.fail(index, reason, None);
-        }
-        self.cancel_timers(index);
-        let s = &mut self.sessions[index];
-        s.keepalive = None;
-        s.outbox.clear();
-        let ended = Ended::Disconnected(reason.clone());
-        self.end_calls(index, &CallsEnd::Over(&ended), None, || {
-            Error::Disconnected(reason.clone())
-        });
-        let s = &mut self.sessions[index];
-        s.ended = Some(ended);
-        s.stage = Stage::Closing;
-        let after = s.config.close_timeout;
-        self.arm(index, ConnTimer::Close, after);
-        self.change_state(index, StateChange::Disconnected(reason));
-        self.flush_sub_events();
-        self.change_state(index, StateChange::Closed);
     }
 
     /// The backoff delay is over: connect again.
     fn reconnect(&mut self, index: usize) {
         let s = &mut self.sessions[index];
-        if s.ended.is_some() || s.stage != Stage::Reconnecting {
+        if s.stage != Stage::Reconnecting {
             return;
         }
         s.stage = Stage::Connecting;
@@ -1389,7 +1394,10 @@ impl<T> Engine<T> {
             }
             KeepaliveAction::Ping => {}
             KeepaliveAction::Dead => {
-                return self.fail(index, DisconnectReason::KeepaliveTimeout, None);
+                return self.end(
+                    index,
+                    Ending::Lost(DisconnectReason::KeepaliveTimeout, None),
+                );
             }
         }
         let s = &mut self.sessions[index];
@@ -1399,15 +1407,15 @@ impl<T> Engine<T> {
         }
     }
 
-    /// Session `index` is over and its socket gone: only what is queued of it remains; it is
-    /// freed when its `Released` is polled.
-    fn release(&mut self, index: usize) {
+    /// Session `index` is over, as `ended` says, and its socket gone: only what is queued of
+    /// it remains; it is freed when its `Released` is polled.
+    fn release(&mut self, index: usize, ended: Ended) {
         self.cancel_timers(index);
         let s = &mut self.sessions[index];
-        if s.stage == Stage::Released {
+        if matches!(s.stage, Stage::Released(_)) {
             return;
         }
-        s.release();
+        s.release(ended);
         let id = s.id;
         self.touched.push(id);
         self.events.push_back(Entry::Released(id));
@@ -1430,7 +1438,7 @@ impl<T> Engine<T> {
             id: conn,
             state: s.state(),
             stats: s.stats,
-            ended: s.ended.clone().unwrap_or(Ended::Closed),
+            ended: s.ended().cloned().unwrap_or(Ended::Closed),
         });
         self.generations[index] = self.generations[index].wrapping_add(1);
         self.touched.push(conn);

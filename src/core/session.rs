@@ -22,7 +22,7 @@ use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
 /// Where a connection is in its life: one value, changed only by the engine's named
-/// transitions.
+/// transitions. Once it has ended, it says how ([`Ended`]).
 ///
 /// ```text
 /// Connecting -> Open -> Closing -> Released
@@ -31,18 +31,18 @@ use crate::stats::ConnStats;
 ///     +----------+--> Reconnecting -> Connecting   (lost, under a reconnect policy)
 ///     +----------+--> Released                     (lost for good, or closed before open)
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stage {
     /// The driver is opening the socket: TCP connect, TLS, the opening handshake.
     Connecting,
     /// Open: frames are written as the driver polls them.
     Open,
-    /// Ended, with the socket still up for the close handshake.
-    Closing,
     /// Lost, waiting out the backoff delay.
     Reconnecting,
+    /// Ended, with the socket still up for the close handshake.
+    Closing(Ended),
     /// Over, socket dropped; the session is freed once its `Released` event is polled.
-    Released,
+    Released(Ended),
 }
 
 /// How a connection ended, once it has: decides what its calls fail with.
@@ -130,9 +130,6 @@ pub(crate) struct Session {
     pub(crate) id: ConnId,
     pub(crate) config: ConnectionConfig,
     pub(crate) stage: Stage,
-    /// Set once the connection stops taking calls (closed by us, or lost for good); the socket
-    /// may still be finishing a close handshake.
-    pub(crate) ended: Option<Ended>,
     /// The state changes told so far.
     pub(crate) lifecycle: Lifecycle,
     /// What waits to be written, in submit order.
@@ -173,7 +170,6 @@ impl Session {
             id,
             config,
             stage: Stage::Connecting,
-            ended: None,
             lifecycle: Lifecycle::default(),
             outbox: Outbox::default(),
             blocked: false,
@@ -192,25 +188,33 @@ impl Session {
 
     /// Where the connection is, as the application sees it.
     pub(crate) fn state(&self) -> ConnState {
-        match (&self.ended, self.stage) {
-            (None, Stage::Open) => ConnState::Open,
-            (None, Stage::Reconnecting) => ConnState::Reconnecting,
-            (None, _) => ConnState::Connecting,
-            (Some(_), Stage::Closing) => ConnState::Closing,
-            (Some(Ended::Closed), _) => ConnState::Closed,
-            (Some(Ended::Disconnected(reason)), _) => ConnState::Disconnected(reason.clone()),
+        match &self.stage {
+            Stage::Connecting => ConnState::Connecting,
+            Stage::Open => ConnState::Open,
+            Stage::Reconnecting => ConnState::Reconnecting,
+            Stage::Closing(_) => ConnState::Closing,
+            Stage::Released(Ended::Closed) => ConnState::Closed,
+            Stage::Released(Ended::Disconnected(reason)) => ConnState::Disconnected(reason.clone()),
+        }
+    }
+
+    /// How the connection ended, once it has (it takes no more calls).
+    pub(crate) fn ended(&self) -> Option<&Ended> {
+        match &self.stage {
+            Stage::Closing(ended) | Stage::Released(ended) => Some(ended),
+            Stage::Connecting | Stage::Open | Stage::Reconnecting => None,
         }
     }
 
     /// Whether what is queued may be offered to the socket now.
     pub(crate) fn writes(&self) -> bool {
-        self.stage == Stage::Open && !self.blocked && self.ended.is_none()
+        self.stage == Stage::Open && !self.blocked
     }
 
     /// Whether a loss is followed by a reconnect (there is a policy, and the session has not
     /// ended).
     pub(crate) fn reconnects(&self) -> bool {
-        self.comeback.is_some() && self.ended.is_none()
+        self.comeback.is_some() && self.ended().is_none()
     }
 
     /// The connection opened at tick `now`. With `ping` (interval and pong timeout, in ticks)
@@ -246,10 +250,10 @@ impl Session {
         comeback.backoff.next_attempt()
     }
 
-    /// The connection is over: drop what only a live connection needs (its queue, keepalive
-    /// and reconnect state, subscription keys).
-    pub(crate) fn release(&mut self) {
-        self.stage = Stage::Released;
+    /// The connection is over, as `ended` says, and its socket gone: drop what only a live
+    /// connection needs (its queue, keepalive and reconnect state, subscription keys).
+    pub(crate) fn release(&mut self, ended: Ended) {
+        self.stage = Stage::Released(ended);
         self.keepalive = None;
         self.comeback = None;
         self.keys = HashMap::new();
@@ -344,9 +348,9 @@ mod tests {
         let mut s = session(Some(policy(None)));
         let message = crate::core::output::Transmit::Message("m".into());
         s.outbox.push(message, 1);
-        s.ended = Some(Ended::Closed);
+        s.stage = Stage::Closing(Ended::Closed);
         assert!(!s.reconnects());
-        s.release();
+        s.release(Ended::Closed);
         assert!(s.outbox.is_empty());
         assert_eq!(s.handle_loss(0), None);
     }
