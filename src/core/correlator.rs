@@ -1,7 +1,7 @@
 //! [`Correlator`]: the sans-IO machine that turns frames into completed calls.
 //!
 //! Shaped like quinn-proto's `Connection`. Inputs: [`handle_submit`](Correlator::handle_submit),
-//! [`handle_frame`](Correlator::handle_frame), [`handle_timeout`](Correlator::handle_timeout),
+//! [`handle_frame`](Correlator::handle_frame), [`poll_timeout`](Correlator::poll_timeout),
 //! [`handle_cancel`](Correlator::handle_cancel), [`handle_failure`](Correlator::handle_failure),
 //! [`handle_disconnect`](Correlator::handle_disconnect). Outputs:
 //! [`poll_completion`](Correlator::poll_completion) and
@@ -9,7 +9,7 @@
 //! runs user code: `T` is an opaque token (the driver's callback) handed back with the result.
 //!
 //! Exactly once: every input that ends a call removes it from the pending table, disarms its
-//! timer and queues its one completion, in that order and in one place ([`Self::complete`]).
+//! timer and queues its one completion, in that order and in one place (`Correlator::complete`).
 //! A call that is no longer in the table cannot be completed again.
 
 use std::collections::VecDeque;
@@ -110,7 +110,7 @@ impl<T> Correlator<T> {
     /// is written already, or waits in the connection's outbox (see
     /// [`handle_written`](Self::handle_written)).
     ///
-    /// The caller checks [`has_room`](Self::has_room) first.
+    /// The caller checks [`has_room_for`](Self::has_room_for) first.
     pub(crate) fn handle_submit(
         &mut self,
         conn: ConnId,

@@ -94,7 +94,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// Arms a timer for `deadline`. A deadline at or before the wheel's time expires on the next
-    /// [`poll`](Self::poll); one more than [`MAX_SPAN`] ahead is clamped to that.
+    /// [`poll`](Self::poll); one more than `MAX_SPAN` ahead is clamped to that.
     pub fn insert(&mut self, deadline: u64, value: T) -> TimerKey {
         let deadline = deadline.min(self.elapsed.saturating_add(MAX_SPAN));
         let key = self.nodes.insert(Node {

@@ -233,7 +233,7 @@ impl Context {
     /// `wss://` (feature `tls`, on by default) verifies the server's certificate against the
     /// roots `ConnectionConfig::tls` names (Mozilla's by default) and the URL's host, which is
     /// also sent as SNI. A certificate refused, or a TLS handshake that breaks off, ends the
-    /// connection with [`DisconnectReason::Tls`] naming the cause, and the calls waiting for it
+    /// connection with [`DisconnectReason::Tls`](crate::DisconnectReason::Tls) naming the cause, and the calls waiting for it
     /// fail with [`Error::NotSent`]:
     ///
     /// ```no_run
@@ -255,7 +255,7 @@ impl Context {
     /// name a certificate can be checked against); [`Error::Io`] if the platform's
     /// certificate store cannot be read (`TlsConfig::Native`); [`Error::Handshake`] if a
     /// configured header is not a valid HTTP header. A socket that cannot be created fails
-    /// the connection as any failed connect does ([`DisconnectReason::ConnectFailed`]), with
+    /// the connection as any failed connect does ([`DisconnectReason::ConnectFailed`](crate::DisconnectReason::ConnectFailed)), with
     /// its state handler told.
     pub fn connect(&mut self, url: &str, config: ConnectionConfig) -> Result<ConnId, Error> {
         let (request, secure) = parse_url(url)?;

@@ -15,7 +15,7 @@ impl Context {
     /// Sets the handler of notifications of `method` on `conn` (JSON-RPC 2.0: messages with a
     /// `method` and no `id`). Notifications that belong to a subscription go to the
     /// subscription instead; those nobody handles go to the message handler as pushes
-    /// ([`UnmatchedReason::NoId`]).
+    /// ([`UnmatchedReason::NoId`](crate::UnmatchedReason::NoId)).
     ///
     /// Notifications reach their handlers in arrival order, in order with everything else the
     /// connection delivers: a notification that preceded an answer on the wire runs before
