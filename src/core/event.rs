@@ -36,6 +36,12 @@ pub enum ConnState {
 /// opened goes `Connecting`, `Disconnected(reason)`. `Closed` is always the last event: the
 /// connection is over for good (closed by this side, lost without a reconnect policy, or out
 /// of reconnect attempts).
+///
+/// State changes are dispatched in causal order with the loop's other events: every call
+/// completion, message and subscription event that happened before the change is dispatched
+/// before it. An answer read before the peer's close completes before `Disconnected`; the
+/// calls that the loss fails complete before it too, and their callbacks see the connection's
+/// new state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateChange {
