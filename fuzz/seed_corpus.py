@@ -8,12 +8,15 @@
 - handshake: the test suite's responses (src/core/handshake.rs), as the target reads them:
   a flags byte, four seed bytes, then the response with `{ACCEPT}` and `{PAD}` placeholders.
 - timer_wheel: operation scripts (see fuzz/fuzz_targets/timer_wheel.rs for the encoding).
+- engine: scripts of pseudo-random bytes (seeded), from 64 bytes to 16 KB: every two bytes are
+  one choice of src/core/sim/random.rs.
 
 Each input is one file named by its SHA-1, as libFuzzer names its own. Rerunning adds only
 what is missing.
 """
 import hashlib
 import pathlib
+import random
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -130,6 +133,12 @@ def timer_scripts():
     yield bytes([6, 0, 100, 0, 0, 0, 1]) + arm(0x20 | 8, 0xFFFFFF) + bytes([6, 0x2F, 0xFF, 0xFF, 0, 0, 1, 7])
 
 
+def engine_scripts():
+    rng = random.Random(15)
+    for size in (64, 256, 1024, 4096, 8192, 16000):
+        yield bytes(rng.getrandbits(8) for _ in range(size))
+
+
 def write(target, inputs):
     out = ROOT / "fuzz" / "corpus" / target
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +158,7 @@ def main():
         [bytes([flags, 1, 2, 3, 4]) + text.encode("latin-1") for flags, text in HANDSHAKE],
     )
     write("timer_wheel", list(timer_scripts()))
+    write("engine", list(engine_scripts()))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Runs a fuzz target (fuzz/fuzz_targets/TARGET.rs), or each in turn, for SECONDS each, from its
 # corpus (fuzz/corpus/TARGET) with its dictionary (fuzz/dict/TARGET.dict).
 #
-#   scripts/fuzz.sh TARGET SECONDS      # codec_decode, handshake or timer_wheel
+#   scripts/fuzz.sh TARGET SECONDS      # codec_decode, handshake, timer_wheel or engine
 #   scripts/fuzz.sh all SECONDS         # each of them, one after another
 #
 # Builds with `cargo fuzz build -O -a -s none`: optimized, with the library's debug_assert!s
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(codec_decode handshake timer_wheel)
+TARGETS=(codec_decode handshake timer_wheel engine)
 if [ $# -ne 2 ] || ! [[ $2 =~ ^[0-9]+$ ]]; then
   echo "usage: $0 {${TARGETS[*]// /|}|all} SECONDS" >&2
   exit 2

@@ -6,6 +6,25 @@ use tungstenite::handshake::client::{Request, Response};
 
 use crate::core::handshake::{OpeningHandshake, Outcome};
 
+/// Runs a script of operations and faults read from `data` against the core's `Engine` in
+/// the simulator, whose invariant checker runs after every step (`core::sim::random`): calls,
+/// batches, cancels, subscriptions, pushes, garbage and misdelivered answers, resets, closes
+/// with codes, violations, refused writes, peers that change their script, time steps; then a
+/// shutdown, or the faults stop and everything settles. Each choice reads two bytes (zeros once
+/// `data` runs out); one operation per eight bytes, at most 2,000. Panics on a broken
+/// invariant.
+pub fn run_engine_script(data: &[u8]) {
+    let mut at = 0;
+    let next = move |n: u64| {
+        let choice = data
+            .get(at..at + 2)
+            .map_or(0, |b| u64::from(u16::from_le_bytes([b[0], b[1]])));
+        at += 2;
+        choice % n
+    };
+    crate::core::sim::random::run_script(next, (data.len() / 8).min(2_000));
+}
+
 /// The longest response head the handshake accepts (`core::handshake::MAX_HEAD`).
 pub const MAX_HEAD: usize = crate::core::handshake::MAX_HEAD;
 

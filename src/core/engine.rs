@@ -263,7 +263,7 @@ impl<T> Engine<T> {
     /// The simulator's check of the engine's bounds and counts: each connection's calls
     /// within `max_in_flight` and its outbox within `max_write_buffer`, and every pending or
     /// undispatched call counted on its connection.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn check_bounds(&self) -> Result<(), String> {
         let mut counted = 0;
         for (_, s) in &self.sessions {

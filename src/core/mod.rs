@@ -28,7 +28,7 @@ pub(crate) mod pending;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod session;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) mod sim;
 pub(crate) mod subscription;
 #[cfg(test)]

@@ -49,7 +49,7 @@ impl Outbox {
     }
 
     /// The bytes waiting: an upper bound until dead entries are dropped.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

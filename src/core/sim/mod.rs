@@ -15,14 +15,20 @@
 //! changes follow their grammar with `Closed` last and `Released` after it, one `Ended` per
 //! subscription with nothing after it, and the bounds on calls and bytes.
 //!
-//! The tests built on it have `sim` in their names: [`scenarios`] (tick-exact scenarios) and
-//! [`random`] (seeded runs with fault injection).
+//! The tests built on it have `sim` in their names: `scenarios` (tick-exact scenarios) and
+//! [`random`] (seeded runs with fault injection). The `engine` fuzz target runs
+//! [`random::run_script`] on the fuzzer's input (built under `cfg(fuzzing)`).
+
+// Under `cfg(fuzzing)` only the script runner uses the simulator; the rest serves the tests.
+#![cfg_attr(not(test), allow(dead_code))]
 
 mod checker;
+#[cfg(test)]
 #[allow(unsafe_code)]
 mod heap;
 mod peer;
-mod random;
+pub(crate) mod random;
+#[cfg(test)]
 mod scenarios;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

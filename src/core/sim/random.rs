@@ -1,9 +1,10 @@
-//! The simulator's seeded randomized runs: hundreds of seeds, each a few thousand random
-//! operations and faults against a few connections, with the invariant checker after every
-//! step. A failure names its seed; `SIM_SEED=N cargo test --lib sim_random` replays it alone,
-//! and `SIM_SEEDS=N` runs more seeds.
+//! Scripts of random operations and faults against the simulator: [`run_script`] reads each
+//! choice from a source of numbers, a seeded xorshift here (hundreds of seeds, a few thousand
+//! operations each, the invariant checker after every step) or the fuzzer's input (the
+//! `engine` fuzz target). A failing seed is printed; `SIM_SEED=N cargo test --lib sim_random`
+//! replays it alone, and `SIM_SEEDS=N` runs more seeds.
 
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Connect, Peer, Proto, Sim};
@@ -12,9 +13,11 @@ use crate::core::call_id::CallId;
 use crate::core::conn_id::ConnId;
 use crate::core::event::SubscriptionId;
 use crate::core::output::Violation;
+#[cfg(test)]
 use crate::core::test_rng::xorshift;
 
 /// Operations per seed.
+#[cfg(test)]
 const OPS: usize = 2_000;
 
 fn config(sim: &Sim, rng: &mut impl FnMut(u64) -> u64) -> ConnectionConfig {
@@ -65,9 +68,15 @@ struct Made {
     subs: Vec<SubscriptionId>,
 }
 
-/// Runs one seed; returns how its calls ended, by outcome.
-fn one_seed(seed: u64) -> std::collections::BTreeMap<&'static str, usize> {
-    let mut rng = xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+/// Runs `ops` operations, each chosen by `rng` (`rng(n)` is a number in `0..n`), then ends
+/// the run (a shutdown with everything in the air, or the faults stop and everything
+/// settles) and checks that every call completed and every connection was freed. Panics on a
+/// broken invariant. Returns how the calls ended, by outcome.
+pub(crate) fn run_script(
+    mut rng: impl FnMut(u64) -> u64,
+    ops: usize,
+) -> BTreeMap<&'static str, usize> {
+    let rng = &mut rng;
     let proto = if rng(2) == 0 {
         Proto::Envelope
     } else {
@@ -81,10 +90,10 @@ fn one_seed(seed: u64) -> std::collections::BTreeMap<&'static str, usize> {
         calls: vec![],
         subs: vec![],
     };
-    for _ in 0..OPS {
+    for _ in 0..ops {
         if made.conns.len() < 3 && rng(20) == 0 || made.conns.is_empty() {
-            let config = config(&sim, &mut rng);
-            let peer = peer(&mut rng);
+            let config = config(&sim, rng);
+            let peer = peer(rng);
             made.conns.push(sim.open_to(config, peer));
         }
         let conn = made.conns[rng(made.conns.len() as u64) as usize];
@@ -159,7 +168,7 @@ fn one_seed(seed: u64) -> std::collections::BTreeMap<&'static str, usize> {
                 sim.violate(conn, violation[rng(4) as usize]);
             }
             56..=57 => sim.refuse_writes(conn, rng(2) == 0),
-            58..=59 => *sim.peer_mut(conn) = peer(&mut rng),
+            58..=59 => *sim.peer_mut(conn) = peer(rng),
             60 => {
                 let _ = sim.close(conn);
             }
@@ -206,10 +215,19 @@ fn one_seed(seed: u64) -> std::collections::BTreeMap<&'static str, usize> {
     std::mem::take(&mut sim.checker.outcomes)
 }
 
+/// Runs one seed.
+#[cfg(test)]
+fn one_seed(seed: u64) -> BTreeMap<&'static str, usize> {
+    run_script(xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), OPS)
+}
+
 /// Hundreds of seeded runs with fault injection: drops, silence, closes with codes,
 /// violations, refused writes, reconnects, duplicates, reordering, misdelivered answers.
+#[cfg(test)]
 #[test]
 fn sim_random_runs_keep_every_invariant() {
+    use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => {
