@@ -58,6 +58,24 @@ impl CallId {
         self.0
     }
 
+    /// Appends the id's decimal digits to `out`: what `Display` writes, without the
+    /// formatting machinery (this is on every request's path).
+    pub(crate) fn write_decimal(self, out: &mut String) {
+        let mut digits = [0u8; 20];
+        let mut n = self.0;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // ASCII digits are UTF-8: the fallback is never taken.
+        out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    }
+
     /// The id a wire number stands for, or `None` if no call could carry it (0, or above
     /// [`Self::MAX`]).
     pub fn from_u64(wire: u64) -> Option<Self> {
@@ -82,6 +100,15 @@ impl fmt::Display for CallId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_decimal_writes_what_display_does() {
+        for n in [1, 9, 10, 99, 100, 12_345, 4_294_967_296, CallId::MAX] {
+            let mut out = String::from("x");
+            CallId(n).write_decimal(&mut out);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
 
     #[test]
     fn round_trips_through_the_wire_number() {

@@ -1,7 +1,5 @@
 //! The `Envelope` codec: `{"id": N, "message": <payload>}` both ways.
 
-use std::fmt::Write;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -36,8 +34,9 @@ impl Codec for Envelope {
         out: &mut String,
     ) -> Result<(), CodecError> {
         out.reserve(payload.len() + 32);
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{{\"id\":{id},\"message\":");
+        out.push_str("{\"id\":");
+        id.write_decimal(out);
+        out.push_str(",\"message\":");
         out.push_str(payload);
         out.push('}');
         Ok(())

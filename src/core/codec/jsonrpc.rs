@@ -5,8 +5,6 @@
 //! splicing text, never re-parsing it. Decoding borrows the members it needs from the frame
 //! (no `Value` tree) and reports where `result`, `params` and a subscription's key sit.
 
-use std::fmt::Write;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -111,8 +109,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Splices `prefix` into the JSON object `payload`, right after its `{`.
-fn splice(payload: &str, prefix: &str, out: &mut String) -> Result<(), CodecError> {
+/// The members of the JSON object `payload` after its `{`, to splice the codec's own members
+/// in front of: refused unless `payload` is an object with at least one member.
+fn members_of(payload: &str) -> Result<&str, CodecError> {
     let body = payload.trim_start().strip_prefix('{').ok_or_else(|| {
         CodecError::new("a JSON-RPC message must be an object (use rpcloop::Request)")
     })?;
@@ -121,12 +120,7 @@ fn splice(payload: &str, prefix: &str, out: &mut String) -> Result<(), CodecErro
             "a JSON-RPC message needs a method (use rpcloop::Request)",
         ));
     }
-    out.reserve(prefix.len() + body.len() + 1);
-    out.push('{');
-    out.push_str(prefix);
-    out.push(',');
-    out.push_str(body);
-    Ok(())
+    Ok(body)
 }
 
 impl Codec for JsonRpc2 {
@@ -136,17 +130,28 @@ impl Codec for JsonRpc2 {
         payload: &str,
         out: &mut String,
     ) -> Result<(), CodecError> {
-        let mut prefix = String::with_capacity(40);
-        // Writing into a String cannot fail.
-        let _ = match self.ids {
-            IdStyle::Number => write!(prefix, "\"jsonrpc\":\"2.0\",\"id\":{id}"),
-            IdStyle::String => write!(prefix, "\"jsonrpc\":\"2.0\",\"id\":\"{id}\""),
-        };
-        splice(payload, &prefix, out)
+        let body = members_of(payload)?;
+        out.reserve(body.len() + 48);
+        out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+        match self.ids {
+            IdStyle::Number => id.write_decimal(out),
+            IdStyle::String => {
+                out.push('"');
+                id.write_decimal(out);
+                out.push('"');
+            }
+        }
+        out.push(',');
+        out.push_str(body);
+        Ok(())
     }
 
     fn encode_notification(&self, payload: &str, out: &mut String) -> Result<(), CodecError> {
-        splice(payload, "\"jsonrpc\":\"2.0\"", out)
+        let body = members_of(payload)?;
+        out.reserve(body.len() + 18);
+        out.push_str("{\"jsonrpc\":\"2.0\",");
+        out.push_str(body);
+        Ok(())
     }
 
     fn decode(&self, frame: &str) -> Decoded {
