@@ -858,9 +858,12 @@ impl<T> Engine<T> {
                 continue;
             };
             let popped = if s.writes() { s.outbox.pop() } else { None };
-            let Some((transmit, _)) = popped else {
+            if s.outbox.is_empty() || popped.is_none() {
+                // Drained (or blocked): off the list now, not on the next poll.
                 s.listed = false;
                 self.ready.pop();
+            }
+            let Some((transmit, _)) = popped else {
                 continue;
             };
             match &transmit {

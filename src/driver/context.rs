@@ -406,9 +406,10 @@ impl Context {
         reply: Reply,
     ) -> Result<CallId, (Error, Reply)> {
         let now = self.now_tick_fresh();
-        let submitted = self.engine.submit(now, conn, payload, options, reply)?;
-        self.pump();
-        Ok(submitted)
+        // The frame waits in the engine's outbox: the dispatch pumps after each callback, and
+        // `turn` and `flush` before they flush, so the calls of one turn still leave in one
+        // write, with no pump per call.
+        self.engine.submit(now, conn, payload, options, reply)
     }
 
     /// Cancels a pending call: its callback runs with [`Error::Cancelled`] during the next
