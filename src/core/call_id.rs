@@ -72,8 +72,10 @@ impl CallId {
                 break;
             }
         }
-        // ASCII digits are UTF-8: the fallback is never taken.
-        out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+        out.reserve(digits.len() - at);
+        for &digit in &digits[at..] {
+            out.push(char::from(digit));
+        }
     }
 
     /// The id a wire number stands for, or `None` if no call could carry it (0, or above
