@@ -92,6 +92,8 @@ enum Entry<T> {
     /// once they are delivered (and what their handlers sent is written before the close).
     Violation {
         conn: ConnId,
+        /// Which socket of the connection ([`Session::sockets`]) broke it.
+        socket: u32,
         violation: Violation,
         reason: DisconnectReason,
     },
@@ -332,8 +334,10 @@ impl<T> Engine<T> {
         let Some(s) = self.sessions.get_mut(index).filter(|s| s.id == conn) else {
             return;
         };
-        if s.violated || matches!(s.stage, Stage::Released(_)) {
-            return; // nothing the peer sends after a violation counts
+        if s.violated || matches!(s.stage, Stage::Reconnecting | Stage::Released(_)) {
+            // Nothing the peer sends after a violation counts, nor what a dropped socket
+            // still had to say.
+            return;
         }
         if let Some(keepalive) = &mut s.keepalive {
             keepalive.handle_received();
@@ -414,7 +418,7 @@ impl<T> Engine<T> {
             return;
         };
         let s = &mut self.sessions[index];
-        if s.violated {
+        if s.violated || s.stage == Stage::Reconnecting {
             return;
         }
         s.violated = true;
@@ -422,8 +426,10 @@ impl<T> Engine<T> {
             // During our close handshake: nothing is owed to the peer any more.
             return self.end(index, Ending::Lost(reason, None));
         }
+        let socket = s.sockets;
         self.events.push_back(Entry::Violation {
             conn,
+            socket,
             violation,
             reason,
         });
@@ -900,8 +906,19 @@ impl<T> Engine<T> {
 
     /// The next event, in the order things happened. A session is freed as its `Released`
     /// is polled.
+    ///
+    /// A step that needs the driver's I/O done first waits in the queue until what is ready
+    /// to write and the socket actions have been polled (`None` meanwhile, with
+    /// [`has_events`](Self::has_events) still true): a protocol violation, so that what the
+    /// handlers of the messages read before it sent leaves before the close frame; a
+    /// `Released`, so that its socket's last action (the close frame, the drop) is done before
+    /// the driver lets go of it.
     pub(crate) fn poll_event(&mut self) -> Option<Event<T>> {
         loop {
+            let step = !matches!(self.events.front(), None | Some(Entry::Event(_)));
+            if step && (!self.ready.is_empty() || !self.actions.is_empty()) {
+                return None;
+            }
             match self.events.pop_front()? {
                 Entry::Event(event) => {
                     match &event {
@@ -919,10 +936,16 @@ impl<T> Engine<T> {
                 }
                 Entry::Violation {
                     conn,
+                    socket,
                     violation,
                     reason,
                 } => {
-                    if let Some(index) = self.active(conn) {
+                    // Unless that socket is gone already (lost meanwhile, or a timeout).
+                    let live = self.active(conn).filter(|&index| {
+                        let s = &self.sessions[index];
+                        s.violated && s.sockets == socket
+                    });
+                    if let Some(index) = live {
                         self.end(index, Ending::Lost(reason, violation.close_frame()));
                     }
                 }
@@ -1280,6 +1303,8 @@ impl<T> Engine<T> {
     fn end(&mut self, index: usize, ending: Ending) {
         match (self.sessions[index].stage.clone(), &ending) {
             (Stage::Released(_), _) => return,
+            // News of the socket dropped when the connection was lost: it has none now.
+            (Stage::Reconnecting, Ending::Lost(..) | Ending::PeerClosed(_)) => return,
             // The answer to our own close, or a second close: the handshake goes on.
             (Stage::Closing(_), Ending::Closed | Ending::PeerClosed(_)) => return,
             // It had ended: only the socket was left.
@@ -1374,6 +1399,7 @@ impl<T> Engine<T> {
             return;
         }
         s.stage = Stage::Connecting;
+        s.sockets += 1;
         let (id, after) = (s.id, s.config.connect_timeout);
         self.arm(index, ConnTimer::Connect, after);
         self.change_state(index, StateChange::Connecting);

@@ -141,6 +141,8 @@ pub(crate) struct Session {
     /// The peer broke the protocol: nothing more it sends counts, the connection fails once
     /// what was read before is delivered.
     pub(crate) violated: bool,
+    /// The sockets the connection has had: each connect attempt opens a new one.
+    pub(crate) sockets: u32,
     /// Calls pending on this connection, counted until their completion is polled.
     pub(crate) in_flight: usize,
     pub(crate) stats: ConnStats,
@@ -175,6 +177,7 @@ impl Session {
             blocked: false,
             listed: false,
             violated: false,
+            sockets: 1,
             in_flight: 0,
             stats: ConnStats::default(),
             keepalive: None,

@@ -15,12 +15,17 @@ impl Context {
     /// writes what they sent. Returns how many ran.
     pub(crate) fn dispatch(&mut self) -> usize {
         let mut ran = 0;
-        while let Some(event) = self.engine.poll_event() {
-            ran += usize::from(self.run(event));
-            // A step the engine took on the way (a deferred violation) may ask for I/O.
+        loop {
+            while let Some(event) = self.engine.poll_event() {
+                ran += usize::from(self.run(event));
+            }
+            // What the callbacks sent, and what the engine asked for on the way (a violation
+            // waits for this pump before it closes), in one pump.
             self.pump();
+            if !self.engine.has_events() {
+                return ran;
+            }
         }
-        ran
     }
 
     /// Runs the callback or handler of one event; `false` if none ran.

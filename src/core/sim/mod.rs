@@ -130,6 +130,8 @@ pub(crate) struct Sim {
     pub(crate) keep_wire: bool,
     pub(crate) checker: Checker,
     reactor: Option<Reactor>,
+    /// The reactor is running: a pump it asks for is left to the loop that called it.
+    dispatching: bool,
     next_token: Token,
     /// The ids of the requests each connection's peer received, for "never twice".
     received: HashMap<ConnId, HashSet<u64>>,
@@ -156,6 +158,7 @@ impl Sim {
             keep_wire: true,
             checker: Checker::default(),
             reactor: None,
+            dispatching: false,
             next_token: 0,
             received: HashMap::new(),
             keys: HashMap::new(),
@@ -465,7 +468,14 @@ impl Sim {
 
     /// Moves everything the engine has to give: transmits to the wire, socket actions, and
     /// events (each checked, then handed to the reactor), until it has nothing more.
+    ///
+    /// As the driver does: the events are polled and handled until none is left, then what
+    /// their handlers sent is written. A pump asked for from a handler (the reactor) is left
+    /// to this loop.
     pub(crate) fn pump(&mut self) {
+        if self.dispatching {
+            return;
+        }
         loop {
             let mut progressed = self.drain_io();
             while let Some(event) = self.engine.poll_event() {
@@ -473,7 +483,9 @@ impl Sim {
                 self.checker.see(self.now, &event);
                 self.forget(&event);
                 if let Some(mut reactor) = self.reactor.take() {
+                    self.dispatching = true;
                     reactor(self, &event);
+                    self.dispatching = false;
                     self.reactor.get_or_insert(reactor);
                 }
                 if self.keep_log {
@@ -482,8 +494,6 @@ impl Sim {
                         event,
                     });
                 }
-                // As the driver does after each handler: what it sent leaves now.
-                self.drain_io();
             }
             while self.engine.poll_touched().is_some() {}
             self.checker.check_engine(&self.engine);
@@ -518,6 +528,11 @@ impl Sim {
     }
 
     fn transmit(&mut self, conn: ConnId, transmit: Transmit) {
+        // As the driver: a released connection's socket is gone with it.
+        assert!(
+            self.sockets.contains_key(&conn),
+            "{conn}: a frame after its Released"
+        );
         let refusing = self.sockets.get(&conn).is_some_and(|s| s.refusing);
         if refusing {
             return self.engine.handle_write_refused(conn, transmit);
@@ -562,6 +577,11 @@ impl Sim {
                     Connect::Hang => {}
                 }
             }
+            SocketAction::Close { .. } | SocketAction::Drop { .. }
+                if !self.sockets.contains_key(&conn) =>
+            {
+                panic!("{conn}: {action:?} after its Released");
+            }
             SocketAction::Close { code, .. } => self.write(conn, Frame::Close(code)),
             SocketAction::Drop { close } => {
                 if let Some((code, _)) = close {
@@ -591,9 +611,10 @@ impl Sim {
             if entry.key().0 > self.now {
                 break;
             }
+            // Everything due is read before anything is dispatched, as a driver reads a
+            // socket until it would block.
             let delivery = entry.remove();
             self.deliver(delivery);
-            self.pump();
         }
         self.engine.handle_timeout(self.now);
         self.pump();
