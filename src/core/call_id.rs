@@ -61,21 +61,7 @@ impl CallId {
     /// Appends the id's decimal digits to `out`: what `Display` writes, without the
     /// formatting machinery (this is on every request's path).
     pub(crate) fn write_decimal(self, out: &mut String) {
-        let mut digits = [0u8; 20];
-        let mut n = self.0;
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.reserve(digits.len() - at);
-        for &digit in &digits[at..] {
-            out.push(char::from(digit));
-        }
+        out.push_str(itoa::Buffer::new().format(self.0));
     }
 
     /// The id a wire number stands for, or `None` if no call could carry it (0, or above
