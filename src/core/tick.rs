@@ -55,7 +55,7 @@ pub(crate) fn tick_after(now: u64, after: Duration) -> u64 {
         return now;
     }
     let ms = millis_floor(after);
-    let ms = if after > Duration::from_millis(ms) {
+    let ms = if after.subsec_nanos() % 1_000_000 != 0 {
         ms.saturating_add(1)
     } else {
         ms
@@ -63,8 +63,12 @@ pub(crate) fn tick_after(now: u64, after: Duration) -> u64 {
     now.saturating_add(ms).saturating_add(1)
 }
 
+/// Whole milliseconds, saturating; in u64 arithmetic (`Duration::as_millis` is u128, and this
+/// runs for every call).
 fn millis_floor(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1_000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 #[cfg(test)]
@@ -89,6 +93,17 @@ mod tests {
         let clock = Clock::new(origin);
         assert_eq!(clock.now_tick(Instant::now()), 0);
         assert_eq!(clock.deadline_tick(Instant::now()), 0);
+    }
+
+    #[test]
+    fn tick_after_rounds_a_duration_up_and_saturates() {
+        assert_eq!(tick_after(5, Duration::ZERO), 5);
+        assert_eq!(tick_after(5, Duration::from_nanos(1)), 7);
+        assert_eq!(tick_after(5, Duration::from_millis(2)), 8);
+        assert_eq!(tick_after(5, Duration::from_micros(1_500)), 8);
+        assert_eq!(tick_after(5, Duration::new(3, 999_999_999)), 5 + 4_000 + 1);
+        assert_eq!(tick_after(5, Duration::MAX), u64::MAX);
+        assert_eq!(millis(Duration::new(u64::MAX / 999, 0)), u64::MAX);
     }
 
     #[test]
