@@ -64,6 +64,11 @@ pub(crate) struct Correlator<T> {
     /// Every deadline of the loop: calls' and connections'.
     deadlines: TimerWheel<Due>,
     completions: VecDeque<Completion<T>>,
+    /// Completions whose token `is_own` says are the caller's own business (the engine's
+    /// batches and subscriptions), queued apart so that they can be handled at once while
+    /// the others wait their turn.
+    own: VecDeque<Completion<T>>,
+    is_own: fn(&T) -> bool,
     /// Reused by `handle_disconnect`, so failing a connection allocates once per loop.
     scratch: Vec<CallId>,
 }
@@ -76,10 +81,18 @@ impl<T> Default for Correlator<T> {
 
 impl<T> Correlator<T> {
     pub(crate) fn new() -> Self {
+        Self::with_own(|_| false)
+    }
+
+    /// A correlator whose completions with a token `is_own` accepts are queued apart, for
+    /// [`poll_own_completion`](Self::poll_own_completion).
+    pub(crate) fn with_own(is_own: fn(&T) -> bool) -> Self {
         Correlator {
             pending: PendingCalls::new(),
             deadlines: TimerWheel::new(),
             completions: VecDeque::new(),
+            own: VecDeque::new(),
+            is_own,
             scratch: Vec::new(),
         }
     }
@@ -94,8 +107,7 @@ impl<T> Correlator<T> {
         self.pending.has_room_for(n)
     }
 
-    /// How many completions wait to be polled.
-    #[cfg(test)]
+    /// How many completions (not the own ones) wait to be polled.
     pub(crate) fn completions_len(&self) -> usize {
         self.completions.len()
     }
@@ -292,7 +304,7 @@ impl<T> Correlator<T> {
             // The timer was removed by `poll`; the key is occupied because a call's timer is
             // always disarmed when the call leaves the table.
             let (id, call) = self.pending.take_key(key);
-            self.completions.push_back(Completion {
+            self.queue(Completion {
                 id,
                 conn: call.conn,
                 token: call.token,
@@ -374,9 +386,22 @@ impl<T> Correlator<T> {
         failed
     }
 
-    /// The next completed call, in completion order.
+    /// The next completed call, in completion order (own ones apart).
     pub(crate) fn poll_completion(&mut self) -> Option<Completion<T>> {
         self.completions.pop_front()
+    }
+
+    /// The next completed call whose token is the caller's own, in completion order.
+    pub(crate) fn poll_own_completion(&mut self) -> Option<Completion<T>> {
+        self.own.pop_front()
+    }
+
+    fn queue(&mut self, done: Completion<T>) {
+        if (self.is_own)(&done.token) {
+            self.own.push_back(done);
+        } else {
+            self.completions.push_back(done);
+        }
     }
 
     /// The earliest tick at which a deadline (a call's or a connection's) may be due.
@@ -398,7 +423,7 @@ impl<T> Correlator<T> {
             matches!(disarmed, Some(Due::Call(_))),
             "a pending call's timer is armed"
         );
-        self.completions.push_back(Completion {
+        self.queue(Completion {
             id,
             conn,
             token,

@@ -74,6 +74,14 @@ pub(crate) enum Owner<T> {
     Unsubscribe,
 }
 
+impl<T> Owner<T> {
+    /// Whether the completion is the engine's own business (handled as it happens), not an
+    /// event for the application.
+    fn is_engine(&self) -> bool {
+        !matches!(self, Owner::User(_))
+    }
+}
+
 /// A batch whose calls have not all completed.
 #[derive(Debug)]
 struct Gather<T> {
@@ -88,6 +96,9 @@ struct Gather<T> {
 #[derive(Debug)]
 enum Entry<T> {
     Event(Event<T>),
+    /// The next `n` completions of the call table, each an `Event::Completed`: they wait in
+    /// the table's queue, not moved twice.
+    Calls(usize),
     /// The peer broke the protocol after the messages queued ahead: the connection fails
     /// once they are delivered (and what their handlers sent is written before the close).
     Violation {
@@ -140,6 +151,8 @@ pub(crate) struct Engine<T> {
     events: VecDeque<Entry<T>>,
     /// Calls completed whose completion is not polled yet.
     undispatched: usize,
+    /// Completions of the call table that an `Entry::Calls` in the queue stands for.
+    marked: usize,
     /// Sessions (slots) that may have frames to poll.
     ready: Vec<usize>,
     actions: VecDeque<(ConnId, SocketAction)>,
@@ -168,12 +181,13 @@ impl<T> Engine<T> {
             sessions: Slab::new(),
             generations: Vec::new(),
             gone: Vec::new(),
-            calls: Correlator::new(),
+            calls: Correlator::with_own(Owner::is_engine),
             batches: Slab::new(),
             subs: HashMap::new(),
             next_sub: 0,
             events: VecDeque::new(),
             undispatched: 0,
+            marked: 0,
             ready: Vec::new(),
             actions: VecDeque::new(),
             touched: Vec::new(),
@@ -915,25 +929,27 @@ impl<T> Engine<T> {
     /// the driver lets go of it.
     pub(crate) fn poll_event(&mut self) -> Option<Event<T>> {
         loop {
-            let step = !matches!(self.events.front(), None | Some(Entry::Event(_)));
+            let front = self.events.front_mut()?;
+            if let Entry::Calls(n) = front {
+                *n -= 1;
+                if *n == 0 {
+                    self.events.pop_front();
+                }
+                return self.poll_call();
+            }
+            let step = !matches!(front, Entry::Event(_));
             if step && (!self.ready.is_empty() || !self.actions.is_empty()) {
                 return None;
             }
             match self.events.pop_front()? {
                 Entry::Event(event) => {
-                    match &event {
-                        Event::Completed { conn, .. } => {
-                            self.undispatched -= 1;
-                            self.uncount(*conn, 1);
-                        }
-                        Event::BatchCompleted { conn, results, .. } => {
-                            self.undispatched -= results.len();
-                            self.uncount(*conn, results.len());
-                        }
-                        _ => {}
+                    if let Event::BatchCompleted { conn, results, .. } = &event {
+                        self.undispatched -= results.len();
+                        self.uncount(*conn, results.len());
                     }
                     return Some(event);
                 }
+                Entry::Calls(_) => unreachable!("handled above"),
                 Entry::Violation {
                     conn,
                     socket,
@@ -955,6 +971,37 @@ impl<T> Engine<T> {
                 }
             }
         }
+    }
+
+    /// The application's next completion, from the call table's queue.
+    fn poll_call(&mut self) -> Option<Event<T>> {
+        let Some(done) = self.calls.poll_completion() else {
+            debug_assert!(false, "an Entry::Calls with no completion behind it");
+            return None;
+        };
+        self.marked -= 1;
+        self.undispatched -= 1;
+        let Completion {
+            id,
+            conn,
+            token,
+            result,
+        } = done;
+        if let Some(s) = self.session_mut(conn) {
+            s.in_flight -= 1;
+            if matches!(result, Err(Error::Timeout)) {
+                s.stats.timeouts += 1;
+            }
+        }
+        let Owner::User(token) = token else {
+            unreachable!("the engine's own completions are queued apart");
+        };
+        Some(Event::Completed {
+            conn,
+            id,
+            token,
+            result,
+        })
     }
 
     /// A connection whose state may have changed since the last call, with its state now
@@ -1071,10 +1118,21 @@ impl<T> Engine<T> {
         }
     }
 
-    /// Hands out the call table's completions, in order: the application's as events, the
-    /// engine's own (batches, subscriptions) to the machine.
+    /// Takes the call table's new completions in hand: the application's stay in the table's
+    /// queue, stood for in the event queue by an `Entry::Calls` (so that each is moved once);
+    /// the engine's own (batches, subscriptions) are handled now.
     fn drain_completions(&mut self) {
-        while let Some(done) = self.calls.poll_completion() {
+        let queued = self.calls.completions_len();
+        if queued > self.marked {
+            let n = queued - self.marked;
+            self.marked = queued;
+            self.undispatched += n;
+            match self.events.back_mut() {
+                Some(Entry::Calls(m)) => *m += n,
+                _ => self.events.push_back(Entry::Calls(n)),
+            }
+        }
+        while let Some(done) = self.calls.poll_own_completion() {
             self.route_completion(done);
         }
     }
@@ -1093,6 +1151,8 @@ impl<T> Engine<T> {
         }
         match token {
             Owner::User(token) => {
+                // The application's completions are polled from the table, in order.
+                debug_assert!(false, "an application's completion among the engine's own");
                 self.undispatched += 1;
                 self.events.push_back(Entry::Event(Event::Completed {
                     conn,

@@ -32,9 +32,12 @@ impl Context {
     fn run(&mut self, event: Event<Reply>) -> bool {
         match event {
             Event::Completed {
-                id, token, result, ..
+                conn,
+                id,
+                token,
+                result,
             } => {
-                log::trace!("call {id} completed");
+                log::trace!("{conn}: call {id} completed");
                 token.complete(self, result);
                 true
             }
