@@ -71,6 +71,19 @@ impl Codec for Envelope {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_request_is_written_with_no_allocation() {
+        use crate::core::sim::heap::allocations;
+        let mut out = String::with_capacity(256);
+        let before = allocations();
+        for id in 1..=1_000 {
+            out.clear();
+            let id = CallId::from_u64(id).unwrap();
+            Envelope.encode_request(id, r#"{"n":1}"#, &mut out).unwrap();
+        }
+        assert_eq!(allocations() - before, 0);
+    }
+
     fn payload_of(frame: &str) -> (u64, Option<&str>) {
         match Envelope.decode(frame) {
             Decoded::Answer { id, payload } => (id, payload.map(|r| &frame[r])),

@@ -306,6 +306,24 @@ mod tests {
         frame[range.clone()].to_owned()
     }
 
+    /// Issue 18: a request is written into the caller's buffer with no allocation of its own
+    /// (there was a `String::with_capacity(40)` per call).
+    #[test]
+    fn a_request_is_written_with_no_allocation() {
+        use crate::core::sim::heap::allocations;
+        let payload = r#"{"method":"echo","params":[1]}"#;
+        for codec in [JsonRpc2::default(), JsonRpc2::with_string_ids()] {
+            let mut out = String::with_capacity(256);
+            let before = allocations();
+            for id in 1..=1_000 {
+                out.clear();
+                let id = CallId::from_u64(id).unwrap();
+                codec.encode_request(id, payload, &mut out).unwrap();
+            }
+            assert_eq!(allocations() - before, 0);
+        }
+    }
+
     #[test]
     fn golden_request_and_notification_frames() {
         let rpc = JsonRpc2::default();

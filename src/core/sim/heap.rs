@@ -1,5 +1,6 @@
-//! The bytes live on each thread of the library's unit-test binary: a counting global
-//! allocator, so that a simulator test can show memory returning to its baseline.
+//! The bytes live on each thread of the library's unit-test binary, and its allocations: a
+//! counting global allocator, so that a simulator test can show memory returning to its
+//! baseline, and a codec test that it writes a request with no allocation.
 //!
 //! The counter is a `const` thread-local `Cell`: reaching it never allocates, never registers
 //! a destructor and never panics (`try_with` skips the count while a thread is torn down).
@@ -9,10 +10,15 @@ use std::cell::Cell;
 
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(delta: isize) {
     let _ = LIVE.try_with(|live| live.set(live.get().wrapping_add(delta)));
+}
+
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get().wrapping_add(1)));
 }
 
 /// The system allocator, counting live bytes per thread.
@@ -26,6 +32,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             count(layout.size() as isize);
+            count_allocation();
         }
         p
     }
@@ -35,6 +42,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             count(layout.size() as isize);
+            count_allocation();
         }
         p
     }
@@ -50,6 +58,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             count(new_size as isize - layout.size() as isize);
+            count_allocation();
         }
         p
     }
@@ -57,6 +66,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
+
+/// How many allocations (and reallocations) this thread made.
+pub(crate) fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 /// The bytes allocated and not freed by this thread (relative: frees of other threads'
 /// memory count against it).
@@ -70,9 +84,10 @@ mod tests {
 
     #[test]
     fn an_allocation_is_counted_until_freed() {
-        let before = live_bytes();
+        let (before, allocations) = (live_bytes(), super::allocations());
         let block = vec![0u8; 4096];
         assert_eq!(live_bytes() - before, 4096);
+        assert_eq!(super::allocations() - allocations, 1);
         drop(block);
         assert_eq!(live_bytes(), before);
     }

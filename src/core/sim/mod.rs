@@ -25,7 +25,7 @@
 mod checker;
 #[cfg(test)]
 #[allow(unsafe_code)]
-mod heap;
+pub(crate) mod heap;
 mod peer;
 pub(crate) mod random;
 #[cfg(test)]
