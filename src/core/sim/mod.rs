@@ -818,6 +818,14 @@ impl Sim {
         })
     }
 
+    /// The tick `conn` was released at.
+    pub(crate) fn released_at(&self, conn: ConnId) -> Option<u64> {
+        self.log.iter().find_map(|logged| match logged.event {
+            Event::Released(c) if c == conn => Some(logged.at),
+            _ => None,
+        })
+    }
+
     /// The tick call `token` completed at.
     pub(crate) fn completed_at(&self, token: Token) -> Option<u64> {
         self.log.iter().find_map(|logged| match &logged.event {

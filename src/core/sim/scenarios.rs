@@ -27,6 +27,22 @@ fn exact_policy() -> ReconnectPolicy {
     }
 }
 
+/// Pings every 30 s; the peer then has 10 s to say anything.
+fn with_keepalive(sim: &Sim) -> ConnectionConfig {
+    ConnectionConfig {
+        ping_interval: Some(Duration::from_secs(30)),
+        pong_timeout: Duration::from_secs(10),
+        ..sim.config()
+    }
+}
+
+/// Closes `conn`, lets the close handshake run, and checks the run's end.
+fn close_and_finish(sim: &mut Sim, conn: crate::core::conn_id::ConnId) {
+    sim.close(conn).unwrap();
+    sim.run(100);
+    sim.finish();
+}
+
 fn with_reconnect(sim: &Sim, policy: ReconnectPolicy) -> ConnectionConfig {
     ConnectionConfig {
         reconnect: Some(policy),
@@ -126,13 +142,11 @@ fn sim_a_lost_connection_comes_back_after_exact_backoff_delays() {
         format!("Ok({{\"n\":{waiting}}})")
     );
     assert_eq!(sim.engine.stats(conn).unwrap().reconnects, 1);
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 2: Moved from `tests/resilience.rs`: a server that answers one call per connection, then
-/// drops it, fifty times; then it is gone and the attempts go on at the capped delay. The
+/// Scenario 2: Moved from `tests/resilience.rs`: a server that answers one call per connection,
+/// then drops it, fifty times; then it is gone and the attempts go on at the capped delay. The
 /// delays grow, are capped and jittered (seeded: the same every run).
 #[test]
 fn sim_a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered_delays() {
@@ -167,9 +181,7 @@ fn sim_a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered
     {
         assert!(sim.step());
     }
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
     assert_eq!(opens.get(), FLAPS);
     let delays: Vec<(u32, u128)> = sim
         .log
@@ -200,8 +212,8 @@ fn sim_a_server_that_flaps_fifty_times_is_recovered_with_growing_capped_jittered
     );
 }
 
-/// Scenario 2: Moved from `tests/resilience.rs`: a connection that stayed up for `reset_after` starts
-/// its backoff over, so every loss after a stable connection is attempt 1.
+/// Scenario 2: Moved from `tests/resilience.rs`: a connection that stayed up for `reset_after`
+/// starts its backoff over, so every loss after a stable connection is attempt 1.
 #[test]
 fn sim_a_connection_that_stayed_up_long_enough_starts_its_backoff_over() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -230,13 +242,11 @@ fn sim_a_connection_that_stayed_up_long_enough_starts_its_backoff_over() {
     sim.reset(conn);
     sim.advance(1);
     assert_eq!(sim.states(conn).last().unwrap(), "Reconnecting(1, 100ms)");
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 2: Moved from `tests/resilience.rs`: calls made while the connection is down wait for it
-/// within their own deadlines, in a queue bounded in calls and in bytes.
+/// Scenario 2: Moved from `tests/resilience.rs`: calls made while the connection is down wait for
+/// it within their own deadlines, in a queue bounded in calls and in bytes.
 #[test]
 fn sim_calls_queued_while_down_wait_within_their_deadlines_in_a_bounded_queue() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -281,13 +291,11 @@ fn sim_calls_queued_while_down_wait_within_their_deadlines_in_a_bounded_queue() 
     }
     // The one that timed out was never written.
     assert_eq!(sim.received_texts(conn).len(), 9);
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 3: Reconnects exhausted: after `max_attempts` the connection ends `Closed`, and the calls
-/// that waited fail `NotSent`.
+/// Scenario 3: Reconnects exhausted: after `max_attempts` the connection ends `Closed`, and the
+/// calls that waited fail `NotSent`.
 #[test]
 fn sim_out_of_attempts_the_connection_ends_and_its_waiting_calls_fail_unsent() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -330,17 +338,13 @@ fn sim_out_of_attempts_the_connection_ends_and_its_waiting_calls_fail_unsent() {
     sim.finish();
 }
 
-/// Scenario 4: Moved from `tests/resilience.rs`: a half-open peer (it reads, and says nothing, not even
-/// a pong) is dead at exactly its ping's tick plus `pong_timeout`, and every call fails once.
+/// Scenario 4: Moved from `tests/resilience.rs`: a half-open peer (it reads, and says nothing, not
+/// even a pong) is dead at exactly its ping's tick plus `pong_timeout`, and every call fails once.
 #[test]
 fn sim_a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
     let mut sim = Sim::new(Proto::Envelope);
     sim.default_peer = Peer::silent();
-    let config = ConnectionConfig {
-        ping_interval: Some(Duration::from_secs(30)),
-        pong_timeout: Duration::from_secs(10),
-        ..sim.config()
-    };
+    let config = with_keepalive(&sim);
     let conn = sim.open(config);
     sim.run_until(1);
     let tokens: Vec<_> = (0..10).map(|_| sim.call(conn, 600_000).0).collect();
@@ -373,17 +377,13 @@ fn sim_a_half_open_peer_is_found_by_keepalive_and_every_call_fails_once() {
     sim.finish();
 }
 
-/// Scenario 4: Moved from `tests/resilience.rs`: writing is not hearing. A client that submits a call
-/// every 100 ticks to a peer that never sends anything still finds it dead on time.
+/// Scenario 4: Moved from `tests/resilience.rs`: writing is not hearing. A client that submits a
+/// call every 100 ticks to a peer that never sends anything still finds it dead on time.
 #[test]
 fn sim_a_dead_peer_is_found_while_the_client_keeps_sending() {
     let mut sim = Sim::new(Proto::Envelope);
     sim.default_peer = Peer::silent();
-    let config = ConnectionConfig {
-        ping_interval: Some(Duration::from_secs(30)),
-        pong_timeout: Duration::from_secs(10),
-        ..sim.config()
-    };
+    let config = with_keepalive(&sim);
     let conn = sim.open(config);
     sim.run_until(1);
     let mut submitted = 0;
@@ -412,11 +412,7 @@ fn sim_a_dead_peer_is_found_while_the_client_keeps_sending() {
 fn sim_a_live_idle_peer_is_pinged_and_the_connection_stays_open() {
     let mut sim = Sim::new(Proto::Envelope);
     sim.default_peer.latency = 5;
-    let config = ConnectionConfig {
-        ping_interval: Some(Duration::from_secs(30)),
-        pong_timeout: Duration::from_secs(10),
-        ..sim.config()
-    };
+    let config = with_keepalive(&sim);
     let conn = sim.open(config);
     sim.run_until(10_000_000);
     assert_eq!(sim.engine.state(conn), Some(ConnState::Open));
@@ -435,8 +431,8 @@ fn sim_a_live_idle_peer_is_pinged_and_the_connection_stays_open() {
     sim.finish();
 }
 
-/// Scenario 5: Close with the echo: `Close(1000)` goes out, the calls fail `Closed` at once, and the
-/// connection is released when the peer's echo and end arrive.
+/// Scenario 5: Close with the echo: `Close(1000)` goes out, the calls fail `Closed` at once, and
+/// the connection is released when the peer's echo and end arrive.
 #[test]
 fn sim_close_with_the_echo_releases_the_connection_when_the_peer_answers() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -454,11 +450,7 @@ fn sim_close_with_the_echo_releases_the_connection_when_the_peer_answers() {
     sim.run(100);
     assert_eq!(sim.frames(conn).last(), Some(&&Frame::Close(1000)));
     // Our close reaches the peer at 26, its echo and its end come back at 36.
-    let released = sim
-        .log
-        .iter()
-        .find(|l| matches!(l.event, Event::Released(_)));
-    assert_eq!(released.map(|l| l.at), Some(36));
+    assert_eq!(sim.released_at(conn), Some(36));
     assert_eq!(
         sim.states(conn),
         ["Connecting", "Open", "Closed", "Released"]
@@ -483,11 +475,7 @@ fn sim_a_peer_that_never_answers_the_close_is_dropped_at_the_close_timeout() {
     assert_eq!(sim.engine.state(conn), Some(ConnState::Closing));
     sim.run(100);
     assert_eq!(error_name(sim.result(token)), "Closed");
-    let released = sim
-        .log
-        .iter()
-        .find(|l| matches!(l.event, Event::Released(_)));
-    assert_eq!(released.map(|l| l.at), Some(1 + 51));
+    assert_eq!(sim.released_at(conn), Some(1 + 51));
     assert_eq!(
         sim.states(conn),
         ["Connecting", "Open", "Closed", "Released"]
@@ -497,8 +485,8 @@ fn sim_a_peer_that_never_answers_the_close_is_dropped_at_the_close_timeout() {
 }
 
 /// Scenario 6: A protocol violation read after messages that are still queued: they are delivered
-/// first, what their handlers send is written before the `Close(1002)`, and a call answered
-/// in the same read completes before the connection fails.
+/// first, what their handlers send is written before the `Close(1002)`, and a call answered in the
+/// same read completes before the connection fails.
 #[test]
 fn sim_a_violation_after_queued_deliveries_closes_after_their_replies() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -615,7 +603,14 @@ fn sim_subscriptions_are_interrupted_and_resubscribed_across_a_reconnect() {
         sim.checker.ended(once),
         "the one-shot subscription ended on the loss"
     );
-    let late = sim.log.iter().filter(|l| matches!(&l.event, Event::Unmatched(m) if m.as_text().is_some_and(|t| t.contains("\"k1\"")))).count();
+    let late = sim
+        .log
+        .iter()
+        .filter(|l| match &l.event {
+            Event::Unmatched(m) => m.as_text().is_some_and(|t| t.contains("\"k1\"")),
+            _ => false,
+        })
+        .count();
     assert_eq!(late, 1);
     // The unsubscribe names the live key.
     assert!(
@@ -624,13 +619,11 @@ fn sim_subscriptions_are_interrupted_and_resubscribed_across_a_reconnect() {
             .unwrap()
             .contains("\"sub_unsubscribe\",\"params\":[\"k3\"]")
     );
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 7: An unsubscribe while the subscribe call is out ends the subscription at once and sends
-/// the unsubscribe when the answer names the key.
+/// Scenario 7: An unsubscribe while the subscribe call is out ends the subscription at once and
+/// sends the unsubscribe when the answer names the key.
 #[test]
 fn sim_an_unsubscribe_before_the_answer_unsubscribes_when_it_lands() {
     let mut sim = Sim::new(Proto::JsonRpc);
@@ -649,13 +642,11 @@ fn sim_an_unsubscribe_before_the_answer_unsubscribes_when_it_lands() {
         "{}",
         texts[1]
     );
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 8: Batches answered out of order, split across frames, or partly: each completes once, with
-/// its results in request order.
+/// Scenario 8: Batches answered out of order, split across frames, or partly: each completes once,
+/// with its results in request order.
 #[test]
 fn sim_batches_answered_out_of_order_split_or_partly_complete_once_in_request_order() {
     let mut sim = Sim::new(Proto::JsonRpc);
@@ -701,13 +692,11 @@ fn sim_batches_answered_out_of_order_split_or_partly_complete_once_in_request_or
             "Timeout"
         ]
     );
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 8: Cancelling a call of a batch still queued cancels the whole unsent batch (one frame);
-/// a batch written and then lost fails whole with `Disconnected`.
+/// Scenario 8: Cancelling a call of a batch still queued cancels the whole unsent batch (one
+/// frame); a batch written and then lost fails whole with `Disconnected`.
 #[test]
 fn sim_a_queued_batch_cancels_whole_and_a_lost_one_fails_whole() {
     let mut sim = Sim::new(Proto::JsonRpc);
@@ -743,11 +732,11 @@ fn sim_a_queued_batch_cancels_whole_and_a_lost_one_fails_whole() {
     sim.finish();
 }
 
-/// Scenario 8: The half-sent batch defect: a call and then a batch of three queued while connecting,
-/// under a reconnect policy; the server resets the connection right after the upgrade.
+/// Scenario 8: The half-sent batch defect: a call and then a batch of three queued while
+/// connecting, under a reconnect policy; the server resets the connection right after the upgrade.
 /// Written (the frames left before the reset): every call of the batch fails `Disconnected`.
-/// Refused (the first write fails): every call waits, and the batch leaves whole, as one
-/// frame, on the next connection. `requests_sent` counts what reached the wire.
+/// Refused (the first write fails): every call waits, and the batch leaves whole, as one frame, on
+/// the next connection. `requests_sent` counts what reached the wire.
 #[test]
 fn sim_a_queued_batch_whose_connection_resets_after_the_upgrade_keeps_one_fate() {
     // The frames were written, then the connection reset.
@@ -768,9 +757,7 @@ fn sim_a_queued_batch_whose_connection_resets_after_the_upgrade_keeps_one_fate()
         .collect();
     assert_eq!(results, ["Disconnected(Reset)"; 3]);
     assert_eq!(sim.engine.stats(conn).unwrap().requests_sent, 4);
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 
     // The first write was refused, then the connection reset: nothing reached the wire.
     let mut sim = Sim::new(Proto::JsonRpc);
@@ -795,13 +782,11 @@ fn sim_a_queued_batch_whose_connection_resets_after_the_upgrade_keeps_one_fate()
     assert!(sim.result(single).unwrap().is_ok());
     assert!(sim.batch_results(batch).unwrap().iter().all(Result::is_ok));
     assert_eq!(sim.engine.stats(conn).unwrap().requests_sent, 4);
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 9: Back-pressure: a refused write keeps its call pending (no `Busy` for an accepted call),
-/// new submits past `max_write_buffer` are refused with `Busy` at once, and once the socket
+/// Scenario 9: Back-pressure: a refused write keeps its call pending (no `Busy` for an accepted
+/// call), new submits past `max_write_buffer` are refused with `Busy` at once, and once the socket
 /// takes writes everything leaves in order.
 #[test]
 fn sim_back_pressure_keeps_accepted_calls_and_refuses_new_ones_past_the_budget() {
@@ -843,13 +828,11 @@ fn sim_back_pressure_keeps_accepted_calls_and_refuses_new_ones_past_the_budget()
         .collect();
     assert_eq!(order, accepted);
     assert!(accepted.iter().all(|&t| sim.result(t).unwrap().is_ok()));
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
 
-/// Scenario 10: Causal order: an answer read before the peer's close completes before the state change
-/// that reports the close.
+/// Scenario 10: Causal order: an answer read before the peer's close completes before the state
+/// change that reports the close.
 #[test]
 fn sim_an_answer_read_before_the_peer_close_completes_before_the_disconnect() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -889,8 +872,8 @@ fn sim_an_answer_read_before_the_peer_close_completes_before_the_disconnect() {
     sim.finish();
 }
 
-/// Scenario 11: Generational `ConnId`: a freed slot holds the next connection under a new generation,
-/// the old id names nothing, and nothing of the old connection reaches the new one.
+/// Scenario 11: Generational `ConnId`: a freed slot holds the next connection under a new
+/// generation, the old id names nothing, and nothing of the old connection reaches the new one.
 #[test]
 fn sim_a_freed_slot_holds_a_new_connection_and_the_old_id_is_stale() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -920,9 +903,7 @@ fn sim_a_freed_slot_holds_a_new_connection_and_the_old_id_is_stale() {
         Event::State(c, _) | Event::Released(c) => *c == old || *c == new,
         _ => true,
     }));
-    sim.close(new).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, new);
 }
 
 /// Scenario 11: 100,000 connections opened and closed: the table and the live heap return to their
@@ -955,8 +936,8 @@ fn sim_100_000_open_close_cycles_return_the_table_and_the_heap_to_their_baseline
     sim.finish();
 }
 
-/// Scenario 12: Shutdown: every call, batch and subscription completes exactly once, with `Shutdown`,
-/// every connection ends `Closed` then `Released`, and what comes later is refused.
+/// Scenario 12: Shutdown: every call, batch and subscription completes exactly once, with
+/// `Shutdown`, every connection ends `Closed` then `Released`, and what comes later is refused.
 #[test]
 fn sim_shutdown_completes_everything_once_and_refuses_what_follows() {
     let mut sim = Sim::new(Proto::JsonRpc);
@@ -1000,8 +981,8 @@ fn sim_shutdown_completes_everything_once_and_refuses_what_follows() {
     sim.finish();
 }
 
-/// Scenario 2: The connect timeout: calls waiting on a connect that never completes time out by their
-/// own deadlines, then the connect deadline fails the rest `NotSent(ConnectTimeout)`, to the
+/// Scenario 2: The connect timeout: calls waiting on a connect that never completes time out by
+/// their own deadlines, then the connect deadline fails the rest `NotSent(ConnectTimeout)`, to the
 /// tick.
 #[test]
 fn sim_calls_waiting_on_a_stalled_connect_time_out_then_the_connect_timeout_fires() {
@@ -1031,8 +1012,8 @@ fn sim_calls_waiting_on_a_stalled_connect_time_out_then_the_connect_timeout_fire
     sim.finish();
 }
 
-/// Scenario 10: An answer that arrives at its call's deadline tick is read before the deadline fires:
-/// the call succeeds.
+/// Scenario 10: An answer that arrives at its call's deadline tick is read before the deadline
+/// fires: the call succeeds.
 #[test]
 fn sim_an_answer_read_at_the_deadline_tick_wins_over_the_timeout() {
     let mut sim = Sim::new(Proto::Envelope);
@@ -1047,7 +1028,5 @@ fn sim_an_answer_read_at_the_deadline_tick_wins_over_the_timeout() {
         error_name(sim.result(token)),
         format!("Ok({{\"n\":{token}}})")
     );
-    sim.close(conn).unwrap();
-    sim.run(100);
-    sim.finish();
+    close_and_finish(&mut sim, conn);
 }
