@@ -599,9 +599,7 @@ impl<T> Engine<T> {
             Err(e) => return Err((e, token)),
         };
         let batch = self.batches.vacant_key();
-        let s = &self.sessions[index];
-        let codec = s.config.codec.clone();
-        let (limit, budget) = (s.config.max_message_size, s.config.max_write_buffer);
+        let codec = self.sessions[index].config.codec.clone();
         let mut frame = String::from("[");
         let mut ids = Vec::with_capacity(payloads.len());
         let mut failure = None;
@@ -621,13 +619,8 @@ impl<T> Engine<T> {
         }
         frame.push(']');
         let size = frame.len();
-        if failure.is_none() && size > limit {
-            failure = Some(Error::TooLarge { size, limit });
-        }
-        let calls = &self.calls;
-        let s = &mut self.sessions[index];
-        if failure.is_none() && !s.outbox.admits(size, budget, |id| calls.is_queued(id)) {
-            failure = Some(Error::Busy);
+        if failure.is_none() {
+            failure = self.fits(index, size).err();
         }
         if let Some(e) = failure {
             for &id in &ids {
@@ -646,6 +639,7 @@ impl<T> Engine<T> {
             ids: ids.as_slice().into(),
             text: frame.into(),
         };
+        let s = &mut self.sessions[index];
         s.outbox.push(transmit, size);
         s.in_flight += ids.len();
         self.list(index);
@@ -661,23 +655,14 @@ impl<T> Engine<T> {
         let Some(index) = self.session(conn).map(|_| conn.index()) else {
             return Err(self.not_live(conn));
         };
-        let calls = &self.calls;
-        let s = &mut self.sessions[index];
-        if let Some(ended) = s.ended() {
+        if let Some(ended) = self.sessions[index].ended() {
             return Err(ended.to_error());
         }
         let size = message.len();
-        if size > s.config.max_message_size {
-            let limit = s.config.max_message_size;
-            return Err(Error::TooLarge { size, limit });
-        }
-        if !s
+        self.fits(index, size)?;
+        self.sessions[index]
             .outbox
-            .admits(size, s.config.max_write_buffer, |id| calls.is_queued(id))
-        {
-            return Err(Error::Busy);
-        }
-        s.outbox.push(Transmit::Message(message), size);
+            .push(Transmit::Message(message), size);
         self.list(index);
         Ok(())
     }
@@ -1040,6 +1025,22 @@ impl<T> Engine<T> {
         Ok((conn.index(), tick_after(self.now, timeout)))
     }
 
+    /// Whether session `index` takes a frame of `size` bytes: within `max_message_size`
+    /// ([`Error::TooLarge`]) and within the outbox's `max_write_buffer` ([`Error::Busy`]).
+    fn fits(&mut self, index: usize, size: usize) -> Result<(), Error> {
+        let calls = &self.calls;
+        let s = &mut self.sessions[index];
+        let limit = s.config.max_message_size;
+        if size > limit {
+            return Err(Error::TooLarge { size, limit });
+        }
+        let budget = s.config.max_write_buffer;
+        if !s.outbox.admits(size, budget, |id| calls.is_queued(id)) {
+            return Err(Error::Busy);
+        }
+        Ok(())
+    }
+
     /// Admits a call and encodes its request into the scratch frame.
     fn prepare(
         &mut self,
@@ -1054,18 +1055,7 @@ impl<T> Engine<T> {
         if let Err(e) = s.config.codec.encode_request(id, payload, &mut self.frame) {
             return Err(Error::Encode(serde::ser::Error::custom(e)));
         }
-        let size = self.frame.len();
-        if size > s.config.max_message_size {
-            let limit = s.config.max_message_size;
-            return Err(Error::TooLarge { size, limit });
-        }
-        let calls = &self.calls;
-        if !s
-            .outbox
-            .admits(size, s.config.max_write_buffer, |id| calls.is_queued(id))
-        {
-            return Err(Error::Busy);
-        }
+        self.fits(index, self.frame.len())?;
         Ok((index, deadline))
     }
 
