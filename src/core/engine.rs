@@ -155,6 +155,8 @@ pub(crate) struct Engine<T> {
     marked: usize,
     /// Sessions (slots) that may have frames to poll.
     ready: Vec<usize>,
+    /// Bytes of frames queued since `poll_transmit` last ran out.
+    queued_bytes: usize,
     actions: VecDeque<(ConnId, SocketAction)>,
     /// Sessions whose state may have changed since the driver last asked.
     touched: Vec<ConnId>,
@@ -189,6 +191,7 @@ impl<T> Engine<T> {
             undispatched: 0,
             marked: 0,
             ready: Vec::new(),
+            queued_bytes: 0,
             actions: VecDeque::new(),
             touched: Vec::new(),
             sub_events: Vec::new(),
@@ -230,6 +233,13 @@ impl<T> Engine<T> {
     /// Sessions in the table: live ones, and ended ones whose `Released` is not polled yet.
     pub(crate) fn connections(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// About how many bytes of frames were queued since [`poll_transmit`](Self::poll_transmit)
+    /// last ran out: for a driver to write a burst of large frames as it comes, rather than
+    /// hold it all.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     /// Whether events wait to be polled.
@@ -641,6 +651,7 @@ impl<T> Engine<T> {
         };
         let s = &mut self.sessions[index];
         s.outbox.push(transmit, size);
+        self.queued_bytes += size;
         s.in_flight += ids.len();
         self.list(index);
         Ok(ids)
@@ -663,6 +674,7 @@ impl<T> Engine<T> {
         self.sessions[index]
             .outbox
             .push(Transmit::Message(message), size);
+        self.queued_bytes += size;
         self.list(index);
         Ok(())
     }
@@ -857,7 +869,10 @@ impl<T> Engine<T> {
     /// polled; one completed meanwhile (a timeout, a cancel) is skipped.
     pub(crate) fn poll_transmit(&mut self) -> Option<(ConnId, Transmit)> {
         loop {
-            let &index = self.ready.last()?;
+            let Some(&index) = self.ready.last() else {
+                self.queued_bytes = 0;
+                return None;
+            };
             let Some(s) = self.sessions.get_mut(index) else {
                 self.ready.pop();
                 continue;
@@ -1077,6 +1092,7 @@ impl<T> Engine<T> {
         };
         let id = self.calls.handle_submit(s.id, deadline, false, owner);
         s.outbox.push(Transmit::Call { id, text }, size);
+        self.queued_bytes += size;
         s.in_flight += 1;
         if !s.writes() {
             let calls = &self.calls;

@@ -10,6 +10,9 @@ use crate::core::output::Event;
 use crate::core::unmatched::{Unmatched, UnmatchedReason};
 use crate::driver::context::{Context, Reply};
 
+/// Queued bytes past which the dispatch writes before running the next handler.
+const PUMP_AT: usize = 4 << 10;
+
 impl Context {
     /// Runs the callbacks and handlers of every queued event (and of those they queue), then
     /// writes what they sent. Returns how many ran.
@@ -18,9 +21,15 @@ impl Context {
         loop {
             while let Some(event) = self.engine.poll_event() {
                 ran += usize::from(self.run(event));
+                // Small frames are written together once the events run out; a burst of large
+                // ones goes into the socket's buffer as it comes, so that it does not pile up
+                // (their frame arena's chunks are reused once written).
+                if self.engine.queued_bytes() >= PUMP_AT {
+                    self.pump();
+                }
             }
-            // What the callbacks sent, and what the engine asked for on the way (a violation
-            // waits for this pump before it closes), in one pump.
+            // What the engine asked for on the way (a violation waits for this pump before it
+            // closes).
             self.pump();
             if !self.engine.has_events() {
                 return ran;
