@@ -58,7 +58,9 @@ pub struct ConnectionConfig {
     /// Bytes that may wait in the write buffer when the socket is slower than the calls (a peer
     /// that reads slowly, or not at all); past it `submit` fails with
     /// [`Error::Busy`](crate::Error::Busy) instead of growing memory, until the socket drains.
-    /// Requests queued while the connection is not open count against it too. Default: 64 MiB.
+    /// Requests queued while the connection is not open count against it too. A single message
+    /// that could not fit it even alone (its size plus a 14-byte frame header) is refused with
+    /// [`Error::TooLarge`](crate::Error::TooLarge). Default: 64 MiB.
     pub max_write_buffer: usize,
     /// How deeply the arrays and objects of an incoming text frame may nest. A frame nested
     /// deeper is malformed ([`UnmatchedReason::Malformed`](crate::UnmatchedReason)): it is

@@ -32,7 +32,8 @@ pub enum Error {
     /// [`ConnectionConfig::max_in_flight`](crate::ConnectionConfig::max_in_flight) allows (or its
     /// write buffer is full); nothing was sent.
     Busy,
-    /// The encoded request is larger than the connection's message size limit; nothing was sent.
+    /// The encoded request is larger than the connection's message size limit, or than its
+    /// write buffer can ever hold; nothing was sent.
     TooLarge {
         /// The size of the encoded frame, in bytes.
         size: usize,

@@ -61,6 +61,10 @@ use crate::config::{CallOptions, ConnectionConfig};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
+/// The most a WebSocket frame adds to its payload (RFC 6455 §5.2): 2 bytes, 8 of extended
+/// length, and the client's 4-byte mask.
+const FRAME_HEADER: usize = 14;
+
 /// Who a pending call's completion is for.
 #[derive(Debug)]
 pub(crate) enum Owner<T> {
@@ -1040,16 +1044,23 @@ impl<T> Engine<T> {
         Ok((conn.index(), tick_after(self.now, timeout)))
     }
 
-    /// Whether session `index` takes a frame of `size` bytes: within `max_message_size`
-    /// ([`Error::TooLarge`]) and within the outbox's `max_write_buffer` ([`Error::Busy`]).
+    /// Whether session `index` takes a frame of `size` bytes: within `max_message_size` and,
+    /// with its frame header, within `max_write_buffer` ([`Error::TooLarge`]: it never could
+    /// be sent), and within what the outbox has room for now ([`Error::Busy`]).
     fn fits(&mut self, index: usize, size: usize) -> Result<(), Error> {
         let calls = &self.calls;
         let s = &mut self.sessions[index];
-        let limit = s.config.max_message_size;
+        let budget = s.config.max_write_buffer;
+        // A message must fit the write buffer with its frame header even when the buffer is
+        // empty, or the socket would refuse it for ever (found by the chaos soak: `turn`
+        // looped, handing back the same frame).
+        let limit = s
+            .config
+            .max_message_size
+            .min(budget.saturating_sub(FRAME_HEADER));
         if size > limit {
             return Err(Error::TooLarge { size, limit });
         }
-        let budget = s.config.max_write_buffer;
         if !s.outbox.admits(size, budget, |id| calls.is_queued(id)) {
             return Err(Error::Busy);
         }

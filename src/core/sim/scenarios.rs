@@ -1030,3 +1030,42 @@ fn sim_an_answer_read_at_the_deadline_tick_wins_over_the_timeout() {
     );
     close_and_finish(&mut sim, conn);
 }
+
+/// Scenario 9: A message that could never fit the write buffer with its frame header is refused
+/// at once with `TooLarge` (the chaos soak found `turn` looping on such a frame, refused by the
+/// socket with its buffer empty); one that fits is taken and written.
+#[test]
+fn sim_a_message_that_can_never_fit_the_write_buffer_is_refused_at_submit() {
+    let mut sim = Sim::new(Proto::Envelope);
+    let config = ConnectionConfig {
+        max_write_buffer: 1_000,
+        ..sim.config()
+    };
+    let conn = sim.open(config);
+    sim.run_until(1);
+    let now = sim.now;
+    let options = crate::config::CallOptions::default();
+    // A request of 986 bytes fits with its header (1,000); one of 987 never can.
+    let payload = |n: usize| format!("\"{}\"", "x".repeat(n));
+    let request_of = |frame: usize| payload(frame - "{\"id\":1,\"message\":}".len() - 2);
+    let refused = sim.engine.submit(now, conn, &request_of(987), options, 99);
+    assert!(matches!(
+        refused,
+        Err((
+            Error::TooLarge {
+                size: 987,
+                limit: 986
+            },
+            99
+        ))
+    ));
+    let too_big = "y".repeat(987);
+    assert!(matches!(
+        sim.send(conn, &too_big),
+        Err(Error::TooLarge { .. })
+    ));
+    let (token, _) = sim.submit(conn, Some(Duration::from_secs(1))).unwrap();
+    sim.run(100);
+    assert!(sim.result(token).unwrap().is_ok());
+    close_and_finish(&mut sim, conn);
+}
