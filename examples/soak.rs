@@ -78,13 +78,13 @@
 //! Timing (thread scheduling, the kernel's buffers) is not replayed by a seed: the same seed
 //! gives the same behaviour choices per connection and per request, not the same run.
 //!
-//! # A known library bug, stepped around
+//! # The write-buffer edge
 //!
-//! A request whose text fits `max_write_buffer` but not with its frame header (the last 14
-//! bytes below the limit) passes `submit`, then is refused by tungstenite for ever, and
-//! `turn` spins without returning (every call hangs). The soak keeps its payloads out of that
-//! window so that it can find anything else; `SOAK_WRITE_BUFFER_EDGE=1` aims some requests
-//! into it instead (the watchdog then fails the run within seconds), to check a fix.
+//! The soak found a library bug (seed 7): a request whose text fits `max_write_buffer` but
+//! not with its frame header (the last 14 bytes below the limit) passed `submit`, then was
+//! refused by tungstenite for ever, and `turn` spun without returning. It is fixed (such a
+//! request is refused at submit with `TooLarge`); one large request in four aims at that
+//! window, so that the fix stays tested.
 //!
 //! [`EventLoop`]: rpcloop::EventLoop
 //! [`Handle`]: rpcloop::Handle
@@ -141,15 +141,6 @@ const PRINTED_VIOLATIONS: u64 = 20;
 /// The connections' `max_write_buffer`.
 const STEADY_WRITE_BUFFER: usize = 512 << 10;
 const FLAKY_WRITE_BUFFER: usize = 256 << 10;
-/// The known library bug (see the module's docs; found by this soak, seed 7): a request
-/// whose text is at most `max_write_buffer` bytes but within a frame header (up to 14 bytes)
-/// of it passes `submit`, then tungstenite refuses its frame for ever (`WriteBufferFull`,
-/// even on an empty buffer), and `turn` never returns. Pads that could land a request there
-/// are moved below the window; with `SOAK_WRITE_BUFFER_EDGE=1` in the environment, one large
-/// request in four aims at it instead.
-const EDGE_ENV: &str = "SOAK_WRITE_BUFFER_EDGE";
-/// A request's text is its pad plus 35 bytes and the digits of its id and sequence number.
-const REQUEST_OVERHEAD: std::ops::RangeInclusive<usize> = 37..=75;
 /// An id the client's counter cannot reach in a run (2^53 - 1, the counter's ceiling, less a
 /// little): answers carrying one are unknown ids.
 const FAR_ID: u64 = (1 << 53) - 1_000_000;
@@ -1845,8 +1836,6 @@ struct Client {
     /// After a `Busy`, leave that connection alone until then (steady, flaky).
     busy_until: [Cell<Option<Instant>>; 2],
     flaky_over: Cell<bool>,
-    /// Aim some large requests at the known write-buffer bug (`EDGE_ENV`).
-    hit_edge: bool,
 }
 
 fn steady_config() -> ConnectionConfig {
@@ -1922,11 +1911,7 @@ fn run_client(shared: &Arc<Shared>, url: &str) -> Result<(), Error> {
         outstanding: Cell::new(0),
         busy_until: [Cell::new(None), Cell::new(None)],
         flaky_over: Cell::new(false),
-        hit_edge: std::env::var_os(EDGE_ENV).is_some_and(|v| v == "1"),
     });
-    if client.hit_edge {
-        println!("soak: {EDGE_ENV}=1: aiming requests at the write-buffer edge");
-    }
     install_handlers(&mut ev, &client, steady, false);
     install_handlers(&mut ev, &client, flaky, true);
 
@@ -2112,19 +2097,14 @@ fn submit_loop_call(ctx: &mut Context, client: &Rc<Client>) -> bool {
     true
 }
 
-/// A pad that keeps the request out of the known bug's window (see `EDGE_ENV`), or, with
-/// `hit_edge`, now and then one that aims at it.
+/// The pad, or now and then, for a large one, a pad that puts the request within a frame
+/// header of `budget` (the write-buffer edge, see the module's docs): refused at submit.
 fn write_buffer_edge(pad_len: usize, budget: usize, client: &Client) -> usize {
-    let window = budget - 13 - REQUEST_OVERHEAD.end()..=budget - REQUEST_OVERHEAD.start();
-    if client.hit_edge && pad_len >= 64 << 10 && client.rng.borrow_mut().below(4) == 0 {
+    if pad_len >= 64 << 10 && client.rng.borrow_mut().below(4) == 0 {
         // Ids and sequence numbers have 6 or 7 digits a few seconds in.
         return budget - 35 - 13 - client.rng.borrow_mut().range(10, 16) as usize;
     }
-    if window.contains(&pad_len) {
-        window.start() - 1
-    } else {
-        pad_len
-    }
+    pad_len
 }
 
 /// Cancels one of the recent loop calls (maybe completed already, maybe cancelled already).
