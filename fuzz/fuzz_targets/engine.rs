@@ -6,10 +6,10 @@
 //! it, and the bounds on calls and bytes; at the end every connection is freed.
 //!
 //! The input is read two bytes per choice (little-endian, modulo the number of choices), one
-//! operation per eight bytes: which connection, then what happens (a call, a batch, a cancel,
-//! a subscribe or unsubscribe, an item, garbage, an answer on the wrong connection, a reset, a
-//! peer's close, a violation, refused writes, a peer changing its script, a close, a time
-//! step). See `src/core/sim/random.rs`.
+//! operation per eight bytes: which connection, then what happens (a call, a batch, a
+//! cancel, a subscribe or unsubscribe, an item, garbage, a binary message or a ping, an
+//! answer on the wrong connection, a reset, a peer's close, a violation, refused writes, a
+//! peer changing its script, a close, a time step). See `src/core/sim/random.rs`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -395,6 +395,17 @@ impl Sim {
         self.send_to_engine(conn, latency, Input::Message(text));
     }
 
+    /// The peer of `conn` sends a binary message (`true`) or a ping (`false`).
+    pub(crate) fn push_other(&mut self, conn: ConnId, binary: bool) {
+        let latency = self.peer(conn).latency;
+        let incoming = if binary {
+            Incoming::Binary(bytes::Bytes::from_static(b"\x00\x01binary"))
+        } else {
+            Incoming::Control
+        };
+        self.send_to_engine(conn, latency, Input::Message(incoming));
+    }
+
     /// The peer of `conn` sends a close frame with `code`, then ends the TCP connection once
     /// the client's echo had time to reach it.
     pub(crate) fn peer_close(&mut self, conn: ConnId, code: u16) {

@@ -175,7 +175,8 @@ pub(crate) fn run_script(
             61 if rng(10) == 0 => {
                 let _ = sim.send(conn, "{\"note\":1}");
             }
-            62..=79 => sim.advance(rng(40)),
+            62 => sim.push_other(conn, rng(2) == 0),
+            63..=79 => sim.advance(rng(40)),
             _ => {
                 sim.step();
             }
