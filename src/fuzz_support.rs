@@ -10,9 +10,9 @@ use crate::core::handshake::{OpeningHandshake, Outcome};
 /// the simulator, whose invariant checker runs after every step (`core::sim::random`): calls,
 /// batches, cancels, subscriptions, pushes, garbage, binary messages and pings, misdelivered
 /// answers, resets, closes with codes, violations, refused writes, peers that change their
-/// script, time steps; then a shutdown, or the faults stop and everything settles. Each choice reads two bytes (zeros once
-/// `data` runs out); one operation per eight bytes, at most 2,000. Panics on a broken
-/// invariant.
+/// script, time steps; then a shutdown, or the faults stop and everything settles. Each
+/// choice reads two bytes (zeros once `data` runs out); one operation per eight bytes, at
+/// most 2,000. Panics on a broken invariant.
 pub fn run_engine_script(data: &[u8]) {
     let mut at = 0;
     let next = move |n: u64| {
