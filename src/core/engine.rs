@@ -61,10 +61,6 @@ use crate::config::{CallOptions, ConnectionConfig};
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
-/// The most a WebSocket frame adds to its payload (RFC 6455 §5.2): 2 bytes, 8 of extended
-/// length, and the client's 4-byte mask.
-const FRAME_HEADER: usize = 14;
-
 /// Who a pending call's completion is for.
 #[derive(Debug)]
 pub(crate) enum Owner<T> {
@@ -1050,14 +1046,7 @@ impl<T> Engine<T> {
     fn fits(&mut self, index: usize, size: usize) -> Result<(), Error> {
         let calls = &self.calls;
         let s = &mut self.sessions[index];
-        let budget = s.config.max_write_buffer;
-        // A message must fit the write buffer with its frame header even when the buffer is
-        // empty, or the socket would refuse it for ever (found by the chaos soak: `turn`
-        // looped, handing back the same frame).
-        let limit = s
-            .config
-            .max_message_size
-            .min(budget.saturating_sub(FRAME_HEADER));
+        let (limit, budget) = (s.message_limit, s.config.max_write_buffer);
         if size > limit {
             return Err(Error::TooLarge { size, limit });
         }

@@ -21,6 +21,10 @@ use crate::config::ConnectionConfig;
 use crate::error::{DisconnectReason, Error};
 use crate::stats::ConnStats;
 
+/// The most a WebSocket frame adds to its payload (RFC 6455 §5.2): 2 bytes, 8 of extended
+/// length, and the client's 4-byte mask.
+const FRAME_HEADER: usize = 14;
+
 /// Where a connection is in its life: one value, changed only by the engine's named
 /// transitions. Once it has ended, it says how ([`Ended`]).
 ///
@@ -129,6 +133,10 @@ pub(crate) struct Session {
     /// Its id: its slot in the engine's table and that slot's generation.
     pub(crate) id: ConnId,
     pub(crate) config: ConnectionConfig,
+    /// The largest message the connection takes: `max_message_size`, and small enough to fit
+    /// `max_write_buffer` with its frame header even when the buffer is empty, or the socket
+    /// would refuse it for ever (found by the chaos soak: `turn` looped on such a frame).
+    pub(crate) message_limit: usize,
     pub(crate) stage: Stage,
     /// The state changes told so far.
     pub(crate) lifecycle: Lifecycle,
@@ -168,8 +176,12 @@ impl Session {
             opened_at: None,
             opened_before: false,
         });
+        let message_limit = config
+            .max_message_size
+            .min(config.max_write_buffer.saturating_sub(FRAME_HEADER));
         Session {
             id,
+            message_limit,
             config,
             stage: Stage::Connecting,
             lifecycle: Lifecycle::default(),
