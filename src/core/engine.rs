@@ -943,9 +943,16 @@ impl<T> Engine<T> {
             }
             match self.events.pop_front()? {
                 Entry::Event(event) => {
-                    if let Event::BatchCompleted { conn, results, .. } = &event {
-                        self.undispatched -= results.len();
-                        self.uncount(*conn, results.len());
+                    // The application's completions come through `Entry::Calls`; one queued
+                    // here (route_completion's fallback) is counted off the same way.
+                    let done = match &event {
+                        Event::Completed { conn, .. } => Some((*conn, 1)),
+                        Event::BatchCompleted { conn, results, .. } => Some((*conn, results.len())),
+                        _ => None,
+                    };
+                    if let Some((conn, n)) = done {
+                        self.undispatched -= n;
+                        self.uncount(conn, n);
                     }
                     return Some(event);
                 }
