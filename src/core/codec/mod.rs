@@ -165,3 +165,37 @@ pub(crate) fn span_of(outer: &str, inner: &str) -> Range<usize> {
     debug_assert!(start + inner.len() <= outer.len());
     start..start + inner.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `parse_id` is written by hand (it runs on every answer); it reads what `str::parse`
+    /// read: digits only, no sign, no overflow; 0 reads as 0 (no call carries it, so it matches
+    /// nothing: a falsy id is unknown, never "no id").
+    #[test]
+    fn parse_id_reads_plain_digits_as_str_parse_does() {
+        let read = |text: &str| parse_id(&RawValue::from_string(text.into()).unwrap());
+        for text in [
+            "0",
+            "7",
+            "12345",
+            "9007199254740991",
+            "18446744073709551615",
+        ] {
+            assert_eq!(read(text), Ok(Some(text.parse().unwrap())), "{text}");
+        }
+        assert_eq!(read("null"), Ok(None));
+        for text in [
+            "18446744073709551616",
+            "-5",
+            "5.0",
+            "5e0",
+            "\"5\"",
+            "[5]",
+            "true",
+        ] {
+            assert_eq!(read(text), Err(()), "{text}");
+        }
+    }
+}
